@@ -1,0 +1,32 @@
+# rope_lab — `make train` and `make test` each work alone on a fresh clone (both run `make install` first).
+PY ?= python3
+STAMP := .make/install.stamp
+
+.PHONY: install data train test test-full reproduce bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PY) -m pip install -q -e '.[dev]'
+	@mkdir -p .make && touch $(STAMP)
+
+data: install
+	$(PY) -m rope_lab.data.prefetch
+
+train: install data
+	$(PY) train.py
+
+test: install
+	$(PY) -m pytest -q
+
+test-full: install
+	$(PY) -m pytest -q -m "slow or not slow"
+
+reproduce: install data
+	$(PY) -m pytest -q -m slow
+
+bench: install
+	@for s in scripts/bench_*.py; do echo "== $$s"; $(PY) $$s || exit 1; done
+
+clean:
+	rm -rf .make outputs multirun lightning_logs

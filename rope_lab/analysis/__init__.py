@@ -1,0 +1,1 @@
+"""Analysis tools: read logs, checkpoints and models; write tables and plots. Never trains."""

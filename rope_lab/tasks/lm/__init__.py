@@ -1,0 +1,1 @@
+"""Long-context language modelling (``task=lm_longctx``)."""

@@ -1,0 +1,103 @@
+"""Real text corpora for the long-context LM task, each resolved through ``rope_lab.data.fetch``.
+
+- ``python_docs``: reST sources of the Python 3.11 documentation (Debian ``python3.11-doc``; 497 documents,
+  11 M characters, PSF-2.0). English technical prose; many documents are longer than any training context.
+- ``stdlib``: the Python standard library's own source files (ships with every Python; no download).
+- ``files``: every text file under a directory the user gives (``task.data_path``).
+- ``hf``: any Hugging Face ``datasets`` corpus (``task.hf_dataset``, ``task.hf_config``, ``task.hf_text_field``).
+Documents are split into train/validation by a hash of their name, so no document is in both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+from rope_lab.data.fetch import Source, debian_package, resolve
+
+CORPORA = ("python_docs", "stdlib", "files", "hf")
+PYDOC_ROOT = "usr/share/doc/python3.11/html/_sources"
+# A few documents pinned by checksum (the package is pinned by Debian's release; these catch a corrupt cache).
+PYDOC_PINNED = {
+    f"{PYDOC_ROOT}/library/stdtypes.rst.txt": "dd8a546884dbda32152d94e21579dfc02818513f62192b6b963b86f4b2551a47",
+    f"{PYDOC_ROOT}/tutorial/index.rst.txt": "cbe35a0878b649eca9d05bbc27c6fa69aec607a4e8698343883f4ca27d187d69",
+}
+STDLIB_SKIP = {"test", "idlelib", "lib2to3", "tkinter", "turtledemo", "site-packages", "ensurepip", "pydoc_data"}
+
+
+@dataclass
+class Document:
+    name: str
+    text: str
+
+
+def is_validation(name: str, val_fraction: float) -> bool:
+    """Deterministic document-level split (stable across machines and Python versions)."""
+    digest = int(hashlib.sha1(name.encode()).hexdigest()[:8], 16)
+    return digest / 0xFFFFFFFF < val_fraction
+
+
+def _read_tree(root: Path, pattern: str) -> list[Document]:
+    docs = []
+    for path in sorted(root.rglob(pattern)):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if text.strip():
+            docs.append(Document(str(path.relative_to(root)), text))
+    return docs
+
+
+def _python_docs(data_dir: str, data_path: str | None) -> tuple[list[Document], str]:
+    def user(_cache: Path) -> Path:
+        if not Path(data_path).is_dir():
+            raise RuntimeError(f"task.data_path={data_path!r} is not a directory")
+        return Path(data_path)
+
+    def debian(cache: Path) -> Path:
+        return debian_package("python3.11-doc", cache, PYDOC_PINNED) / PYDOC_ROOT
+
+    sources = [Source(f"user path {data_path}", user)] if data_path else []
+    root, source = resolve("python_docs", sources + [Source("debian:python3.11-doc", debian)], data_dir)
+    return _read_tree(root, "*.rst.txt"), source
+
+
+def _stdlib() -> tuple[list[Document], str]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    docs = [d for d in _read_tree(root, "*.py") if d.name.split("/")[0] not in STDLIB_SKIP]
+    return docs, f"stdlib:{root}"
+
+
+def _files(data_path: str | None) -> tuple[list[Document], str]:
+    if not data_path or not Path(data_path).is_dir():
+        raise ValueError(f"task.corpus=files needs task.data_path to be a directory; got {data_path!r}")
+    docs = _read_tree(Path(data_path), "*")
+    if not docs:
+        raise ValueError(f"no text files under task.data_path={data_path!r}")
+    return docs, f"files:{data_path}"
+
+
+def _hf(name: str | None, config: str | None, split: str, field: str) -> tuple[list[Document], str]:
+    if not name:
+        raise ValueError("task.corpus=hf needs task.hf_dataset (e.g. 'emozilla/pg19')")
+    import datasets
+
+    ds = datasets.load_dataset(name, config, split=split)
+    if field not in ds.column_names:
+        raise ValueError(f"hf dataset {name} has no text field '{field}'; columns: {ds.column_names}")
+    return [Document(f"{name}/{i}", row[field]) for i, row in enumerate(ds)], f"hf:{name}"
+
+
+def load_corpus(corpus: str, data_dir: str, data_path: str | None = None, hf_dataset: str | None = None,
+                hf_config: str | None = None, hf_split: str = "train", hf_text_field: str = "text"
+                ) -> tuple[list[Document], str]:
+    """Return (documents, source description)."""
+    if corpus == "python_docs":
+        return _python_docs(data_dir, data_path)
+    if corpus == "stdlib":
+        return _stdlib()
+    if corpus == "files":
+        return _files(data_path)
+    if corpus == "hf":
+        return _hf(hf_dataset, hf_config, hf_split, hf_text_field)
+    raise ValueError(f"unknown corpus '{corpus}'; choose one of {list(CORPORA)}")

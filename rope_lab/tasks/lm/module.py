@@ -1,0 +1,69 @@
+"""LightningModule of the long-context LM task: next-byte loss, val/ppl@L per length, passkey accuracy."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+
+from rope_lab.optim import OptimConfig
+from rope_lab.tasks.base import TaskModule
+from rope_lab.tasks.lm.positions import lm_positions
+
+
+class LMModule(TaskModule):
+    def __init__(self, model, optim: OptimConfig, total_steps: int, val_names: list[str],
+                 position_offset: int = 0) -> None:
+        super().__init__(model, optim, total_steps)
+        self.val_names, self.position_offset = val_names, position_offset
+        self.nll = torch.nn.ModuleList(MeanMetric() for _ in val_names)
+        self.acc = torch.nn.ModuleList(MeanMetric() for _ in val_names)
+
+    def _nll(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = batch["tokens"]
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        logits = self.model(inputs, lm_positions(inputs, self.position_offset))
+        nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
+        return nll, logits
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        nll, _ = self._nll(batch)
+        mask = batch["loss_mask"].float()
+        loss = (nll * mask).sum() / mask.sum()
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/ppl", loss.detach().exp())
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        nll, logits = self._nll(batch)
+        if "answer_mask" in batch:  # passkey: exact match of every key digit
+            mask = batch["answer_mask"]
+            correct = (logits.argmax(-1) == batch["tokens"][:, 1:]) | ~mask
+            self.acc[dataloader_idx].update(correct.all(dim=1).float())
+        else:
+            self.nll[dataloader_idx].update(nll.mean(dim=1))
+
+    def on_validation_epoch_end(self) -> None:
+        ppl_means, pk_means = [], []
+        for i, name in enumerate(self.val_names):
+            if name.startswith("ppl@"):
+                value = self.nll[i].compute()
+                self.log(f"val/{name}", value.exp(), sync_dist=True)
+                self.log(f"val/loss@{name[4:]}", value, sync_dist=True)
+                ppl_means.append(value)
+                self.nll[i].reset()
+            else:
+                value = self.acc[i].compute()
+                self.log(f"val/{name}", value, sync_dist=True)
+                pk_means.append(value)
+                self.acc[i].reset()
+        if ppl_means:  # the training-length ppl is the checkpoint-selection metric
+            self.log("val/ppl", ppl_means[0].exp(), prog_bar=True, sync_dist=True)
+        if pk_means:
+            self.log("val/passkey_acc", torch.stack(pk_means).mean(), sync_dist=True)
+
+    @staticmethod
+    def perplexity(mean_nll: float) -> float:
+        return math.exp(mean_nll)

@@ -1,0 +1,32 @@
+"""``task=lm_longctx``: byte-level LM trained at one length, evaluated at several (val/ppl@L) + passkey."""
+
+from __future__ import annotations
+
+from rope_lab.tasks.base import TaskSpec, register_task
+from rope_lab.tasks.lm.datamodule import VOCAB_SIZE, LMDataConfig, LMDataModule
+from rope_lab.tasks.lm.module import LMModule
+
+
+@register_task("lm_longctx")
+class LMLongContextTask:
+    Config = LMDataConfig
+    #: metric to monitor for checkpoints, and the headline metric returned to sweeps
+    monitor, mode = "val/ppl", "min"
+    curve = {"prefix": "val/ppl@", "xlabel": "evaluation length (tokens)", "ylabel": "perplexity",
+             "filename": "ppl_vs_length.png", "logy": True}
+
+    def __init__(self, cfg: LMDataConfig) -> None:
+        for n in cfg.eval_lengths + cfg.passkey_lengths + [cfg.train_length]:
+            if n <= 0:
+                raise ValueError(f"lengths must be positive; got {n}")
+        self.cfg = cfg
+
+    def spec(self) -> TaskSpec:
+        longest = max(self.cfg.eval_lengths + self.cfg.passkey_lengths + [self.cfg.train_length])
+        return TaskSpec(num_axes=1, causal=True, vocab_size=VOCAB_SIZE, max_tokens=longest + self.cfg.position_offset)
+
+    def datamodule(self, seed: int, total_steps: int) -> LMDataModule:
+        return LMDataModule(self.cfg, seed, total_steps)
+
+    def module(self, model, optim, total_steps: int, datamodule: LMDataModule) -> LMModule:
+        return LMModule(model, optim, total_steps, datamodule.val_names(), self.cfg.position_offset)

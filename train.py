@@ -1,0 +1,21 @@
+"""Train one configuration: ``python train.py [pe=...] [task=...] [backbone=...] [experiment=...]``."""
+
+import os
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from rope_lab.run import register_resolvers, run
+
+register_resolvers()
+os.environ.setdefault("WANDB_MODE", "offline")  # wandb never syncs unless the user asks
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> float:
+    return run(cfg, HydraConfig.get().runtime.output_dir)
+
+
+if __name__ == "__main__":
+    main()
