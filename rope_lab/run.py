@@ -39,7 +39,7 @@ def build(cfg: DictConfig):
     task = TASK.build(cfg.task)
     spec = task.spec()
     pe = build_pe(cfg.pe)
-    pe.check_compatible(spec.num_axes, spec.causal)
+    pe.check_compatible(spec.num_axes, spec.causal, multimodal=bool(spec.extra.get("multimodal", False)))
     backbone_cls, backbone_cfg = BACKBONE.config(cfg.backbone)
     allowed = getattr(task, "backbones", None)
     if allowed and backbone_cls.name not in allowed:

@@ -4,6 +4,10 @@
 - ``ape``: absolute embedding added at the input (Vaswani et al., 2017): ``kind=sinusoidal`` (the original
   fixed sin/cos, computed from positions so any length works) or ``kind=learned`` (GPT-2 style table of
   ``max_tokens`` rows; a longer sequence is an error, never silently clipped).
+  Several axes: ``sinusoidal`` gives each axis an equal share of the channels (MAE's 2-D sincos,
+  ``get_2d_sincos_pos_embed``, generalised to any number of continuous axes); ``learned`` on a vision
+  backbone (``geometry.grid`` set) is a (rows, cols, dim) table of the training grid, resized bicubically
+  (``align_corners=False``, no antialias) to other grids, as RoPE-ViT's ``rope_*_ape`` models and DeiT do.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rope_lab.pe.base import NO_POSITION, PEState, PositionalEncoding
@@ -42,38 +47,86 @@ def sinusoidal_table(positions: Tensor, dim: int, base: float = 10000.0) -> Tens
     return torch.nn.functional.pad(table, (0, dim - 2 * half))
 
 
+def sinusoidal_nd(coords: Tensor, dim: int, base: float = 10000.0) -> Tensor:
+    """(..., A) coords -> (..., dim): axis a fills channels [a*w, (a+1)*w) with its 1-D table, w = 2*(dim//2A),
+    zero padding at the end. For A = 1 this is exactly ``sinusoidal_table``."""
+    n_axes = coords.shape[-1]
+    width = 2 * (dim // (2 * n_axes))
+    if width == 0:
+        raise ValueError(f"ape sinusoidal: dim {dim} is too small for {n_axes} axes (needs >= {2 * n_axes})")
+    parts = [sinusoidal_table(coords[..., a], width, base) for a in range(n_axes)]
+    return F.pad(torch.cat(parts, dim=-1), (0, dim - width * n_axes))
+
+
+def resize_grid_table(table: Tensor, grid: tuple[int, int]) -> Tensor:
+    """(rows, cols, dim) -> (grid[0], grid[1], dim), bicubic, align_corners=False, no antialias (rope-vit)."""
+    if tuple(table.shape[:2]) == tuple(grid):
+        return table
+    img = table.float().permute(2, 0, 1)[None]
+    out = F.interpolate(img, size=tuple(grid), mode="bicubic", align_corners=False)
+    return out[0].permute(1, 2, 0).to(table.dtype)
+
+
 @register_pe("ape")
 class AbsolutePE(PositionalEncoding):
-    """Absolute position embedding added to the token embeddings (1-D token index)."""
+    """Absolute position embedding added to the token embeddings (1-D index, N-D coords or a 2-D grid)."""
 
-    max_axes = 1
+    max_axes = None
 
     @dataclass
     class Config:
         kind: str = "learned"
         init_std: float = 0.02
+        base: float = 10000.0  # sinusoidal only
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         if cfg.kind not in APE_KINDS:
             raise ValueError(f"unknown ape kind '{cfg.kind}'; choose one of {list(APE_KINDS)}")
         self.cfg = cfg
+        self.max_axes = 2 if cfg.kind == "learned" else None
+        self.grid: tuple[int, int] | None = None
 
     def setup(self, geometry) -> AbsolutePE:
         super().setup(geometry)
-        if self.cfg.kind == "learned":
+        if self.cfg.kind != "learned":
+            return self
+        if geometry.grid is None:
             self.table = nn.Parameter(torch.randn(geometry.max_tokens, geometry.dim) * self.cfg.init_std)
+        elif len(geometry.grid) == 2:
+            self.grid = (int(geometry.grid[0]), int(geometry.grid[1]))
+            self.table = nn.Parameter(nn.init.trunc_normal_(torch.empty(*self.grid, geometry.dim), std=self.cfg.init_std))
+        else:
+            raise ValueError(f"learned ape supports a 1-D table or a 2-D grid; got grid={tuple(geometry.grid)}")
         return self
 
     def embed(self, x: Tensor, state: PEState) -> Tensor:
-        pos = state.coords[..., 0]
+        coords = state.coords
         if self.cfg.kind == "sinusoidal":
-            emb = sinusoidal_table(pos, x.shape[-1])
-        else:
+            emb = sinusoidal_nd(coords, x.shape[-1], self.cfg.base)
+        elif coords.shape[-1] == 1 and self.grid is None:
+            pos = coords[..., 0]
             n = self.table.shape[0]
             torch._assert_async(pos.max() < n, f"ape: position beyond the learned table of {n} rows")
             emb = self.table[pos.long().clamp(min=0)]
+        else:
+            emb = self._grid_embed(coords, state)
         mod = state.positions.modality
         if mod is not None:
             emb = emb.masked_fill((mod == NO_POSITION)[..., None], 0.0)
         return x + emb.to(x.dtype)
+
+    def _grid_embed(self, coords: Tensor, state: PEState) -> Tensor:
+        """Look up (row, col) in the training-grid table resized to the current grid (``meta['grid']``)."""
+        if self.grid is None or coords.shape[-1] != 2:
+            raise ValueError(f"learned ape got {coords.shape[-1]}-axis positions but was set up "
+                             f"{'without a grid' if self.grid is None else f'for the grid {self.grid}'}; "
+                             f"2-D positions need a vision backbone that sets geometry.grid")
+        grid = tuple(state.positions.meta.get("grid", self.grid))
+        table = resize_grid_table(self.table, grid)
+        row, col = coords[..., 0].long().clamp(min=0), coords[..., 1].long().clamp(min=0)
+        torch._assert_async((row < grid[0]).all() & (col < grid[1]).all(), f"ape: position outside the grid {grid}")
+        return table.reshape(-1, table.shape[-1])[row * grid[1] + col]
+
+    def extra_repr(self) -> str:
+        return f"name={self.name}, kind={self.cfg.kind}, grid={self.grid}"

@@ -72,6 +72,7 @@ class AttentionGeometry:
     n_kv_heads: int
     depth: int
     max_tokens: int = 4096  # only absolute (table-based) PEs use it; rotary PEs have no length limit
+    grid: tuple[int, ...] | None = None  # training patch grid (rows, cols) of vision backbones (learned 2-D APE)
 
 
 @dataclass
@@ -118,6 +119,8 @@ class PositionalEncoding(nn.Module):
     min_axes: int = 1
     max_axes: int | None = None  # None: any number of axes
     is_rotary: bool = False
+    #: reads interleaved text/vision positions (4 axes: flattened index n, then t, h, w; rope_lab.pe.multimodal)
+    multimodal: bool = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -129,9 +132,16 @@ class PositionalEncoding(nn.Module):
         self.geometry = geometry
         return self
 
-    def check_compatible(self, num_axes: int, causal: bool) -> None:
+    def check_compatible(self, num_axes: int, causal: bool, multimodal: bool = False) -> None:
         """Refuse combinations that cannot work (e.g. a 2-D variant on 3-D video positions)."""
-        if num_axes < self.min_axes or (self.max_axes is not None and num_axes > self.max_axes):
+        if multimodal and not self.multimodal:
+            from rope_lab.pe.registry import PE
+
+            ok = [n for n in PE.names() if getattr(PE.get(n), "multimodal", False)]
+            raise ValueError(f"pe={self.name} cannot encode this task's interleaved text/video positions "
+                             f"(flattened index + 3-D t, h, w); compatible variants: {ok}")
+        # a multimodal layout is a fixed 4-axis convention: the flag above is its whole check
+        if not multimodal and (num_axes < self.min_axes or (self.max_axes is not None and num_axes > self.max_axes)):
             want = f"{self.min_axes}..{self.max_axes}" if self.max_axes else f">= {self.min_axes}"
             raise ValueError(
                 f"pe={self.name} encodes {want} position axes, but the task builds {num_axes}-axis positions."
@@ -173,7 +183,7 @@ class PositionalEncoding(nn.Module):
         q, k = self.rotate(q, k, state, layer)
         past = 0
         if cache is not None:
-            past = cache.length if layer == 0 or cache.keys[layer] is None else cache.keys[layer].shape[-2]
+            past = 0 if cache.keys[layer] is None else cache.keys[layer].shape[-2]
             k, v = cache.append(layer, k, v)
         if k.shape[1] != q.shape[1]:  # grouped-query attention
             rep = q.shape[1] // k.shape[1]

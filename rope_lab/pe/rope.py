@@ -15,3 +15,9 @@ class RoPE(Rotary):
     """Vanilla 1-D RoPE. With multi-axis coords it uses the first axis only if ``max_axes`` allows it."""
 
     max_axes = 1
+    #: on interleaved text/video positions it reads axis 0, the flattened token index: VideoRoPE's "vanilla
+    #: RoPE" baseline (``get_vanilla_rope_index``: every token, text or vision, at its index in the sequence)
+    multimodal = True
+
+    def position_map(self, positions, cache=None):
+        return positions.coords[..., :1]

@@ -19,9 +19,13 @@ from torch import Tensor
 
 from rope_lab.pe.base import NO_POSITION, KVCache, PEState, PositionalEncoding, Positions
 from rope_lab.pe.frequencies import rope_inv_freq, rotary_pairs
+from rope_lab.pe.kernels import (check_kernel, eager, precise_angles, resolve_kernel, rotate_qk_tables, split_plan,
+                                 triton_rope, uses_on_the_fly)
 from rope_lab.pe.registry import build_scaling
+from rope_lab.pe.psc import PhaseShiftCalibration
+from rope_lab.pe.scalings.cache import attend_rerotating
 
-PAIR_LAYOUTS = ("half", "interleaved")
+PAIR_LAYOUTS = eager.PAIR_LAYOUTS
 
 
 def compute_angles(coords: Tensor, freq: Tensor) -> Tensor:
@@ -31,19 +35,11 @@ def compute_angles(coords: Tensor, freq: Tensor) -> Tensor:
 
 
 def apply_rotation(x: Tensor, cos: Tensor, sin: Tensor, layout: str) -> Tensor:
-    """Rotate the first 2P channels of x (B, H, N, D) by cos/sin (B, H|1, N, P); math in fp32, one cast back."""
-    pairs = cos.shape[-1]
-    rot, rest = x[..., : 2 * pairs].float(), x[..., 2 * pairs :]
-    if layout == "half":
-        x1, x2 = rot[..., :pairs], rot[..., pairs:]
-        out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
-    elif layout == "interleaved":
-        x1, x2 = rot[..., 0::2], rot[..., 1::2]
-        out = torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)
-    else:
-        raise ValueError(f"unknown pair_layout '{layout}'; choose one of {PAIR_LAYOUTS}")
-    out = out.to(x.dtype)
-    return out if rest.shape[-1] == 0 else torch.cat((out, rest), dim=-1)
+    """Rotate the first 2P channels of x (B, H, N, D) by cos/sin (B, H|1, N, P); math in fp32, one cast back.
+
+    The eager oracle (``rope_lab.pe.kernels.eager.rotate``); the core itself dispatches on ``pe.kernel``.
+    """
+    return eager.rotate(x, cos, sin, layout)
 
 
 @dataclass
@@ -54,6 +50,8 @@ class RotaryConfig:
     pair_layout: str = "half"
     rotary_fraction: float = 1.0  # partial rotary (HF partial_rotary_factor); exponent uses rotary dim
     scaling: Any = field(default_factory=lambda: {"name": "none"})
+    psc: bool = False  # phase shift calibration (rope_lab/pe/psc.py) on q/k before the rotation
+    kernel: str = "auto"  # auto | eager | compiled | triton (rope_lab/pe/kernels); same results to fp32 rounding
 
 
 class Rotary(PositionalEncoding):
@@ -73,6 +71,7 @@ class Rotary(PositionalEncoding):
         super().__init__()
         if cfg.pair_layout not in PAIR_LAYOUTS:
             raise ValueError(f"unknown pair_layout '{cfg.pair_layout}'; choose one of {list(PAIR_LAYOUTS)}")
+        check_kernel(cfg.kernel)
         self.cfg = cfg
         self.scaling = build_scaling(cfg.scaling)
 
@@ -82,6 +81,9 @@ class Rotary(PositionalEncoding):
         self.n_pairs = rotary_pairs(geometry.head_dim, self.cfg.rotary_fraction)
         self.scaling.setup(2 * self.n_pairs, self.cfg.base)
         self.register_buffer("inv_freq", self.base_inv_freq(), persistent=False)
+        self.psc = None
+        if self.cfg.psc:
+            self.psc = PhaseShiftCalibration(geometry.n_heads, geometry.n_kv_heads, geometry.head_dim, geometry.depth)
         return self
 
     def base_inv_freq(self) -> Tensor:
@@ -89,11 +91,12 @@ class Rotary(PositionalEncoding):
         return rope_inv_freq(2 * self.n_pairs, self.cfg.base)
 
     def _apply(self, fn, recurse=True):
-        # Keep frequency buffers/parameters fp32 under model.to(bf16) / .half() (user_reports: dtype).
+        # Keep frequency buffers fp32 under model.to(bf16) / .half() (user_reports: dtype): take only the
+        # device from the cast, the values from the untouched fp32 originals (a bf16 round trip loses bits).
         keep = {n: b for n, b in self._buffers.items() if b is not None and b.is_floating_point()}
         super()._apply(fn, recurse)
-        for n, b in keep.items():
-            self._buffers[n] = self._buffers[n].to(dtype=b.dtype)
+        for n, original in keep.items():
+            self._buffers[n] = original.to(device=self._buffers[n].device)
         return self
 
     # -- variant hooks ----------------------------------------------------------------------------
@@ -115,26 +118,74 @@ class Rotary(PositionalEncoding):
         inv_freq, factor = self.scaling.rewrite(self.inv_freq, seq_len)
         state.extra["inv_freq"], state.extra["attention_factor"] = inv_freq, factor
         if not self.per_layer_plan:
-            state.extra["cos_sin"] = self.cos_sin(state, 0)
+            plan = self.frequency_plan(inv_freq, 0)
+            if self._on_the_fly(state, plan):  # Triton computes angles in the kernel: no tables
+                state.extra["on_the_fly"] = self._on_the_fly_args(state, plan)
+            else:
+                state.extra["cos_sin"] = self._tables(state, plan)
         return state
 
     def cos_sin(self, state: PEState, layer: int) -> tuple[Tensor, Tensor]:
-        angles = compute_angles(state.coords, self.frequency_plan(state.extra["inv_freq"], layer))
+        """cos/sin tables (B, H|1, N, P) fp32 of the precisely reduced angles; prefix tokens get angle 0."""
+        return self._tables(state, self.frequency_plan(state.extra["inv_freq"], layer))
+
+    def _tables(self, state: PEState, plan: Tensor, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+        if dtype == torch.float64:  # exact angles for float64 inputs (the precision tests' ground truth)
+            angles = torch.einsum("bna,hap->bhnp", state.coords.double(), plan.double())
+        else:
+            angles = precise_angles(state.coords, plan)
         free = self.position_free_mask(state)
         if free is not None:
             angles = angles.masked_fill(free[:, None, :, None], 0.0)
         return angles.cos(), angles.sin()
 
-    def rotate(self, q: Tensor, k: Tensor, state: PEState, layer: int) -> tuple[Tensor, Tensor]:
-        cos, sin = state.extra["cos_sin"] if not self.per_layer_plan else self.cos_sin(state, layer)
+    def _on_the_fly(self, state: PEState, plan: Tensor) -> bool:
         factor = state.extra["attention_factor"]
-        q = apply_rotation(q, cos, sin, self.cfg.pair_layout)
-        if cos.shape[1] != 1:
-            cos, sin = self._kv_heads(cos, k), self._kv_heads(sin, k)
-        k = apply_rotation(k, cos, sin, self.cfg.pair_layout)
-        if not (isinstance(factor, float) and factor == 1.0):
-            q, k = q * factor, k * factor
-        return q, k
+        needs_grad = torch.is_grad_enabled() and (plan.requires_grad or state.coords.requires_grad
+                                                  or (isinstance(factor, Tensor) and factor.requires_grad))
+        return uses_on_the_fly(self.cfg.kernel, state.coords.device, needs_grad)
+
+    def _on_the_fly_args(self, state: PEState, plan: Tensor) -> tuple:
+        """(coords with prefix tokens at 0, split plan, attention factor as a 1-element tensor) for Triton."""
+        free = self.position_free_mask(state)
+        coords = state.coords if free is None else state.coords.masked_fill(free[..., None], 0.0)
+        factor = torch.as_tensor(state.extra["attention_factor"], dtype=torch.float32, device=coords.device)
+        return coords.float().contiguous(), split_plan(plan), factor.reshape(1)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, *, state: PEState, layer: int, causal: bool,
+               x: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+        if cache is not None and self.scaling.rerotates_cache:  # consistent dynamic scaling (scalings/cache.py)
+            return attend_rerotating(self, q, k, v, state=state, layer=layer, causal=causal, cache=cache)
+        return super().attend(q, k, v, state=state, layer=layer, causal=causal, x=x, cache=cache)
+
+    def rotate(self, q: Tensor, k: Tensor, state: PEState, layer: int) -> tuple[Tensor, Tensor]:
+        if self.psc is not None:
+            q, k = self.psc(q, k, layer)
+        factor = state.extra["attention_factor"]
+        plan = lambda: self.frequency_plan(state.extra["inv_freq"], layer)  # noqa: E731
+        if torch.float64 in (q.dtype, k.dtype):
+            return self._rotate_tables(q, k, *self._tables(state, plan(), torch.float64), factor, "eager")
+        fly = state.extra.get("on_the_fly")
+        tables = None if self.per_layer_plan else state.extra.get("cos_sin")
+        if fly is None and tables is None:
+            freq = plan()
+            if self._on_the_fly(state, freq):
+                fly = self._on_the_fly_args(state, freq)
+            else:
+                tables = self._tables(state, freq)
+        if fly is not None:
+            coords, split, factor_t = fly
+            self._kv_heads(split[0][None], k)
+            layout = self.cfg.pair_layout
+            return (triton_rope.rotate(q, coords, split, factor_t, layout),
+                    triton_rope.rotate(k, coords, split, factor_t, layout))
+        return self._rotate_tables(q, k, *tables, factor, resolve_kernel(self.cfg.kernel, q.device, q.numel()))
+
+    def _rotate_tables(self, q: Tensor, k: Tensor, cos: Tensor, sin: Tensor, factor, kernel: str):
+        if not (isinstance(factor, float) and factor == 1.0):  # folded into the tables as HF does: one cast
+            cos, sin = cos * factor, sin * factor
+        cos_k, sin_k = (cos, sin) if cos.shape[1] == 1 else (self._kv_heads(cos, k), self._kv_heads(sin, k))
+        return rotate_qk_tables(q, k, cos, sin, cos_k, sin_k, self.cfg.pair_layout, kernel)
 
     @staticmethod
     def _kv_heads(table: Tensor, k: Tensor) -> Tensor:
@@ -148,4 +199,4 @@ class Rotary(PositionalEncoding):
 
     def extra_repr(self) -> str:
         return (f"name={self.name}, base={self.cfg.base}, pair_layout={self.cfg.pair_layout}, "
-                f"rotary_fraction={self.cfg.rotary_fraction}, scaling={self.scaling!r}")
+                f"rotary_fraction={self.cfg.rotary_fraction}, scaling={self.scaling!r}, kernel={self.cfg.kernel}")

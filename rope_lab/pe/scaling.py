@@ -14,6 +14,13 @@ from torch import Tensor
 
 from rope_lab.pe.registry import register_scaling
 
+#: How a length-dependent scaling treats a KV cache (user_reports.md, "Caching"):
+#: "hf"          each forward rotates its own keys with the frequencies of its length; cached keys keep the
+#:               rotation they were written with (HF ``dynamic_rope_update`` + generate).
+#: "consistent"  the cache holds un-rotated keys and their positions; every forward re-rotates all of them with
+#:               the current frequencies, so attention never mixes rotations (rope_lab/pe/scalings/cache.py).
+KV_CACHE_MODES = ("hf", "consistent")
+
 
 class Scaling(ABC):
     """Base class. ``rewrite(inv_freq, seq_len)`` -> (inv_freq', attention_factor).
@@ -35,6 +42,11 @@ class Scaling(ABC):
 
     def setup(self, rotary_dim: int, base: float) -> None:
         self.rotary_dim, self.base = rotary_dim, base
+
+    @property
+    def rerotates_cache(self) -> bool:
+        """True when cached keys must be stored un-rotated and re-rotated every forward ("consistent")."""
+        return self.length_dependent and getattr(self.cfg, "kv_cache", "hf") == "consistent"
 
     @abstractmethod
     def rewrite(self, inv_freq: Tensor, seq_len: Tensor | None = None) -> tuple[Tensor, float | Tensor]:

@@ -4,7 +4,8 @@
   11 M characters, PSF-2.0). English technical prose; many documents are longer than any training context.
 - ``stdlib``: the Python standard library's own source files (ships with every Python; no download).
 - ``files``: every text file under a directory the user gives (``task.data_path``).
-- ``hf``: any Hugging Face ``datasets`` corpus (``task.hf_dataset``, ``task.hf_config``, ``task.hf_text_field``).
+- ``hf``: any Hugging Face ``datasets`` corpus (``task.hf_dataset``, ``task.hf_config``, ``task.hf_text_field``;
+  local files through a packaged builder: ``task.hf_dataset=text task.hf_data_files=/path/*.txt``).
 Documents are split into train/validation by a hash of their name, so no document is in both.
 """
 
@@ -77,20 +78,21 @@ def _files(data_path: str | None) -> tuple[list[Document], str]:
     return docs, f"files:{data_path}"
 
 
-def _hf(name: str | None, config: str | None, split: str, field: str) -> tuple[list[Document], str]:
+def _hf(name: str | None, config: str | None, split: str, field: str, data_files: str | None = None
+        ) -> tuple[list[Document], str]:
     if not name:
-        raise ValueError("task.corpus=hf needs task.hf_dataset (e.g. 'emozilla/pg19')")
+        raise ValueError("task.corpus=hf needs task.hf_dataset (e.g. 'emozilla/pg19', or 'text' with hf_data_files)")
     import datasets
 
-    ds = datasets.load_dataset(name, config, split=split)
+    ds = datasets.load_dataset(name, config, split=split, data_files=data_files)
     if field not in ds.column_names:
         raise ValueError(f"hf dataset {name} has no text field '{field}'; columns: {ds.column_names}")
     return [Document(f"{name}/{i}", row[field]) for i, row in enumerate(ds)], f"hf:{name}"
 
 
 def load_corpus(corpus: str, data_dir: str, data_path: str | None = None, hf_dataset: str | None = None,
-                hf_config: str | None = None, hf_split: str = "train", hf_text_field: str = "text"
-                ) -> tuple[list[Document], str]:
+                hf_config: str | None = None, hf_split: str = "train", hf_text_field: str = "text",
+                hf_data_files: str | None = None) -> tuple[list[Document], str]:
     """Return (documents, source description)."""
     if corpus == "python_docs":
         return _python_docs(data_dir, data_path)
@@ -99,5 +101,5 @@ def load_corpus(corpus: str, data_dir: str, data_path: str | None = None, hf_dat
     if corpus == "files":
         return _files(data_path)
     if corpus == "hf":
-        return _hf(hf_dataset, hf_config, hf_split, hf_text_field)
+        return _hf(hf_dataset, hf_config, hf_split, hf_text_field, hf_data_files)
     raise ValueError(f"unknown corpus '{corpus}'; choose one of {list(CORPORA)}")

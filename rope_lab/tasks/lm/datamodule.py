@@ -31,6 +31,7 @@ class LMDataConfig:
     hf_config: str | None = None
     hf_split: str = "train"
     hf_text_field: str = "text"
+    hf_data_files: str | None = None
     val_fraction: float = 0.1
     train_length: int = 128
     batch_size: int = 16
@@ -143,7 +144,7 @@ class LMDataModule(L.LightningDataModule):
             return
         c = self.cfg
         docs, self.source = load_corpus(c.corpus, c.data_dir, c.data_path, c.hf_dataset, c.hf_config, c.hf_split,
-                                        c.hf_text_field)
+                                        c.hf_text_field, c.hf_data_files)
         sep = "\n\n"
         val = [d.text for d in docs if is_validation(d.name, c.val_fraction)]
         train = [d.text for d in docs if not is_validation(d.name, c.val_fraction)]

@@ -1,0 +1,96 @@
+"""Real video frames for the V-NIAH haystacks (shared/reference/data.md section 5).
+
+Sources, in order: a folder of frames the user gave (``task.frames_path``: every .png/.jpg/.pgm/.bmp file,
+sorted by name, as one sequence per sub-folder or one for the folder itself); then Debian's
+``visp-images-data`` 3.5.0 (real grayscale camera sequences from Inria's ViSP tracking tests, GPL-2; PGM frames
+read by Pillow with no codec). Frames are converted to grayscale, resized to ``size`` x ``size`` and cached
+as one ``.npz`` per (source, size).
+
+ViSP sequences are split by sequence, so no training haystack frame appears in an evaluation haystack:
+training ``mire-2`` (501 frames) and ``mbt/cube`` (218); evaluation ``cube`` (80), ``ellipse-1`` (50) and
+``line`` (33).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from rope_lab.data.fetch import DEFAULT_DATA_DIR, Source, debian_package, resolve
+
+log = logging.getLogger(__name__)
+
+VISP_ROOT = "usr/share/visp-images-data/ViSP-images"
+VISP_TRAIN = ("mire-2", "mbt/cube")
+VISP_EVAL = ("cube", "ellipse-1", "line")
+VISP_PINNED = {
+    f"{VISP_ROOT}/mire-2/image.0001.pgm": "57bffd7f58b3e8261d77b6afef2730c96145cdd622e215f120f2b4d44c766e40",
+    f"{VISP_ROOT}/cube/image.0000.pgm": "9f56883798b65511ffd8fc363675e222280985df4adeb1ef114426b089d8ada2",
+    f"{VISP_ROOT}/line/image.0001.pgm": "4b347aae2a5bd37c6f4c18c802dea7c87dbac4cd557268f3fcecf68fc31f0cc7",
+}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".bmp")
+
+
+def read_frames(folder: Path, size: int) -> np.ndarray:
+    """Every image file directly in ``folder`` (sorted by name) -> (F, size, size) uint8 grayscale."""
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"no frames ({'/'.join(IMAGE_SUFFIXES)}) in {folder}")
+    frames = [np.asarray(Image.open(f).convert("L").resize((size, size), Image.BILINEAR)) for f in files]
+    return np.stack(frames)
+
+
+def _cached(cache: Path, name: str, build) -> dict[str, np.ndarray]:
+    path = cache / "video_frames" / f"{name}.npz"
+    if path.is_file():
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    seqs = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **seqs)
+    return seqs
+
+
+def visp_sequences(cache: Path, size: int) -> dict[str, np.ndarray]:
+    """{"train": frames, "eval": frames} from visp-images-data (cached after the first extraction)."""
+
+    def build():
+        root = debian_package("visp-images-data", cache, VISP_PINNED) / VISP_ROOT
+        return {"train": np.concatenate([read_frames(root / s, size) for s in VISP_TRAIN]),
+                "eval": np.concatenate([read_frames(root / s, size) for s in VISP_EVAL])}
+
+    return _cached(cache, f"visp_{size}", build)
+
+
+def folder_sequences(path: str, size: int) -> dict[str, np.ndarray]:
+    """A user folder: sub-folders are sequences (the last one, by name, is held out for evaluation); a flat
+    folder of frames is split 80/20 by time."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ValueError(f"task.frames_path={path!r} is not a directory")
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir())
+    if len(subdirs) >= 2:
+        seqs = [read_frames(d, size) for d in subdirs]
+        return {"train": np.concatenate(seqs[:-1]), "eval": seqs[-1]}
+    frames = read_frames(root, size)
+    if len(frames) < 2:
+        raise ValueError(f"task.frames_path={path!r} holds {len(frames)} frame; need at least 2")
+    cut = max(1, int(0.8 * len(frames)))
+    return {"train": frames[:cut], "eval": frames[cut:]}
+
+
+def load_haystack_frames(size: int, data_dir: str | Path | None = None, frames_path: str | None = None
+                         ) -> tuple[dict[str, np.ndarray], str]:
+    """({"train": (F, s, s) uint8, "eval": (F', s, s) uint8}, source name)."""
+    if size < 4:
+        raise ValueError(f"frame size must be >= 4 pixels, got {size}")
+    sources = []
+    if frames_path:
+        sources.append(Source(f"user frames {frames_path}", lambda cache: folder_sequences(frames_path, size)))
+    sources.append(Source("debian:visp-images-data", lambda cache: visp_sequences(cache, size)))
+    seqs, name = resolve("video_frames", sources, data_dir or DEFAULT_DATA_DIR)
+    log.info("haystack frames from %s: %d train / %d eval", name, len(seqs["train"]), len(seqs["eval"]))
+    return seqs, name

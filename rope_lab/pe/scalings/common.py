@@ -1,0 +1,21 @@
+"""Helpers shared by the scalings: argument checks and the pair index of a frequency vector."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def check_positive(name: str, scaling: str, value: float | int | None, allow_none: bool = False) -> None:
+    """A factor / length must be > 0 (an error names the value and the valid range)."""
+    if value is None and allow_none:
+        return
+    if value is None or not value > 0:
+        raise ValueError(f"pe.scaling.{name} must be > 0 for scaling '{scaling}'; got {value!r}")
+
+
+def pair_exponent(inv_freq: Tensor, rotary_dim: int) -> Tensor:
+    """2i/d for each pair i of ``inv_freq`` (float64), the RoFormer exponent of theta_i = base^(-2i/d)."""
+    if inv_freq.shape[-1] != rotary_dim // 2:
+        raise ValueError(f"scaling expects {rotary_dim // 2} frequencies (rotary_dim/2), got {inv_freq.shape[-1]}")
+    return torch.arange(0, rotary_dim, 2, dtype=torch.float64, device=inv_freq.device) / rotary_dim

@@ -1,0 +1,60 @@
+"""RoPE + APE compositions of RoPE-ViT (``rope_axial_ape_*`` / ``rope_mixed_ape_*`` in naver-ai/rope-vit
+``models/vit_rope.py``; timm ``vit_*_patch16_rope[_mixed]_ape_224``): the rotary variant rotates q/k in every
+block and a learned absolute table (``ape``, resized bicubically to other grids) is added to the patch tokens
+at the input; prefix tokens (CLS) get neither.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from rope_lab.pe.absolute import AbsolutePE
+from rope_lab.pe.axial import AxialConfig, AxialRoPE
+from rope_lab.pe.base import PEState
+from rope_lab.pe.mixed import MixedConfig, MixedRoPE
+from rope_lab.pe.registry import register_pe
+
+
+class WithAPE:
+    """Mixin for a rotary class: adds ``ape`` at the input site (config keys ``ape_kind``, ``ape_init_std``)."""
+
+    def setup(self, geometry):
+        super().setup(geometry)
+        if geometry.grid is None:  # not on a vision backbone: the largest square grid within max_tokens
+            side = math.isqrt(geometry.max_tokens)
+            geometry = dataclasses.replace(geometry, grid=(side, side))
+        self.ape = AbsolutePE(AbsolutePE.Config(kind=self.cfg.ape_kind, init_std=self.cfg.ape_init_std)).setup(geometry)
+        return self
+
+    def embed(self, x: Tensor, state: PEState) -> Tensor:
+        return self.ape.embed(x, state)
+
+
+@dataclass
+class AxialAPEConfig(AxialConfig):
+    ape_kind: str = "learned"
+    ape_init_std: float = 0.02
+
+
+@dataclass
+class MixedAPEConfig(MixedConfig):
+    ape_kind: str = "learned"
+    ape_init_std: float = 0.02
+
+
+@register_pe("rope_axial_ape")
+class AxialRoPEWithAPE(WithAPE, AxialRoPE):
+    """RoPE-Axial + learned APE."""
+
+    Config = AxialAPEConfig
+
+
+@register_pe("rope_mixed_ape")
+class MixedRoPEWithAPE(WithAPE, MixedRoPE):
+    """RoPE-Mixed + learned APE."""
+
+    Config = MixedAPEConfig

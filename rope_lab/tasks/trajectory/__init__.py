@@ -1,0 +1,1 @@
+"""Multi-agent trajectory prediction on real aircraft tracks (``task=trajectory``)."""

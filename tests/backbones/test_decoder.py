@@ -1,0 +1,87 @@
+"""The LLaMA decoder against transformers' LlamaForCausalLM (same weights -> same logits), GQA and KV cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from rope_lab.backbones.decoder import Decoder, DecoderConfig
+from rope_lab.pe import Positions, build_pe
+
+
+def _pair(n_kv_heads: int, base: float = 10000.0):
+    torch.manual_seed(0)
+    ours = Decoder(DecoderConfig(vocab_size=97, dim=64, depth=2, n_heads=4, n_kv_heads=n_kv_heads, mlp_hidden=96),
+                   build_pe({"name": "rope", "base": base, "pair_layout": "half"})).eval()
+    hf_cfg = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=n_kv_heads, rms_norm_eps=1e-6, rope_theta=base,
+                         max_position_embeddings=4096, tie_word_embeddings=False, attention_bias=False)
+    hf = LlamaForCausalLM(hf_cfg).eval()
+    _copy_weights(ours, hf)
+    return ours, hf
+
+
+def _copy_weights(ours: Decoder, hf: LlamaForCausalLM) -> None:
+    sd = {"model.embed_tokens.weight": ours.embed_tokens.weight, "model.norm.weight": ours.norm.weight,
+          "lm_head.weight": ours.lm_head.weight}
+    for i, blk in enumerate(ours.blocks):
+        p = f"model.layers.{i}."
+        sd |= {p + "input_layernorm.weight": blk.attn_norm.weight, p + "post_attention_layernorm.weight": blk.mlp_norm.weight,
+               p + "self_attn.q_proj.weight": blk.attn.q_proj.weight, p + "self_attn.k_proj.weight": blk.attn.k_proj.weight,
+               p + "self_attn.v_proj.weight": blk.attn.v_proj.weight, p + "self_attn.o_proj.weight": blk.attn.o_proj.weight,
+               p + "mlp.gate_proj.weight": blk.mlp.gate.weight, p + "mlp.up_proj.weight": blk.mlp.up.weight,
+               p + "mlp.down_proj.weight": blk.mlp.down.weight}
+    missing, unexpected = hf.load_state_dict({k: v.detach().clone() for k, v in sd.items()}, strict=False)
+    assert not unexpected and all("rotary" in m for m in missing), (missing, unexpected)
+
+
+@pytest.mark.parametrize("n_kv_heads", [4, 2, 1])
+def test_logits_equal_hf_llama(n_kv_heads):
+    ours, hf = _pair(n_kv_heads)
+    tokens = torch.randint(0, 97, (2, 33))
+    with torch.no_grad():
+        ref = hf(input_ids=tokens).logits
+        got = ours(tokens, Positions.sequence(2, 33))
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_logits_equal_hf_llama_with_position_offset():
+    ours, hf = _pair(2, base=500000.0)
+    tokens = torch.randint(0, 97, (1, 16))
+    pos = torch.arange(3000, 3016)[None]
+    with torch.no_grad():
+        ref = hf(input_ids=tokens, position_ids=pos).logits
+        got = ours(tokens, Positions(pos.float()))
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_incremental_decoding_equals_hf_generate():
+    ours, hf = _pair(2)
+    prompt = torch.randint(0, 97, (1, 7))
+    with torch.no_grad():
+        ref = hf.generate(prompt, max_new_tokens=6, do_sample=False, pad_token_id=0)
+        cache, seq = ours.new_cache(), prompt
+        logits = ours(prompt, Positions.sequence(1, 7), cache)
+        for step in range(6):
+            nxt = logits[:, -1:].argmax(-1)
+            seq = torch.cat([seq, nxt], dim=1)
+            logits = ours(nxt, Positions.sequence(1, 1, start=7 + step), cache)
+    assert torch.equal(seq, ref)
+
+
+def test_bad_head_counts_are_clear_errors():
+    with pytest.raises(ValueError, match="n_heads by n_kv_heads 3"):
+        Decoder(DecoderConfig(dim=64, n_heads=4, n_kv_heads=3), build_pe({"name": "rope"}))
+
+
+def test_no_variant_branching_outside_pe():
+    """DESIGN.md: only rope_lab/pe knows variants (a grep, as the before-stop checklist does)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "rope_lab"
+    pattern = re.compile(r"pe_type ?==|pe\.name ?==|isinstance\([^)]*(RoPE|Rotary|VideoRoPE|MRoPE)")
+    offenders = [f"{p}:{i}" for sub in ("backbones", "tasks") for p in (root / sub).rglob("*.py")
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not offenders, offenders

@@ -1,0 +1,44 @@
+"""Helpers for building every registered PE from its own config file, on a tiny geometry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from rope_lab.pe import AttentionGeometry, Positions, build_pe
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def pe_config(name: str, **overrides) -> dict:
+    """configs/pe/<name>.yaml composed exactly as train.py would (with its pe/scaling default)."""
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"pe={name}"])
+    node = OmegaConf.to_container(cfg.pe, resolve=True)
+    node.update(overrides)
+    return node
+
+
+def geometry(dim: int = 32, n_heads: int = 2, n_kv_heads: int = 2, depth: int = 2) -> AttentionGeometry:
+    return AttentionGeometry(dim=dim, head_dim=dim // n_heads, n_heads=n_heads, n_kv_heads=n_kv_heads,
+                             depth=depth, max_tokens=256)
+
+
+def build(name: str, geom: AttentionGeometry | None = None, **overrides):
+    return build_pe(pe_config(name, **overrides)).setup(geom or geometry())
+
+
+def example_positions(pe, batch: int, length: int, start: int = 0, random: bool = False,
+                      generator: torch.Generator | None = None) -> Positions:
+    """Positions with the variant's own example layout if it defines one, else ``min_axes`` axes."""
+    if hasattr(pe, "example_positions"):
+        return pe.example_positions(batch, length, start=start)
+    axes = max(1, pe.min_axes)
+    if random:
+        coords = torch.randint(0, 48, (batch, length, axes), generator=generator).float() + start
+    else:
+        coords = torch.arange(start, start + length, dtype=torch.float32)[None, :, None].expand(batch, length, axes)
+    return Positions(coords=coords.clone())
