@@ -66,7 +66,8 @@ class TimestepEmbedder(nn.Module):
 
     def forward(self, t: Tensor) -> Tensor:
         # flow-matching t in [0, 1] is scaled to DiT's 0..1000 range so the sinusoid spans its frequencies
-        return self.mlp(timestep_embedding(t * 1000.0, self.freq_dim))
+        emb = timestep_embedding(t * 1000.0, self.freq_dim)
+        return self.mlp(emb.to(self.mlp[0].weight.dtype))
 
 
 class QKV(nn.Module):

@@ -27,10 +27,10 @@ def _cfg(**kw):
 
 
 def _tracks(m=3, t=40):
-    """Straight lines: agent a at (100 a + 50 t, 10 a), heading 0; agent 2 ends at step 20; one NaN."""
+    """Straight lines: agent a at (100 a + 50 t, 10 a), heading 0; agent 2 ends at step 15; one NaN."""
     steps = np.arange(t, dtype=float)
     xyh = np.stack([np.stack((100 * a + 50 * steps, np.full(t, 10.0 * a), np.zeros(t)), -1) for a in range(m)])
-    xyh[2, 20:] = np.nan
+    xyh[2, 15:] = np.nan
     xyh[1, 5] = np.nan
     return xyh
 
@@ -40,7 +40,7 @@ def test_scenes_mask_nan_and_skip_short_tracks_with_counts():
     scenes = cut_scenes(_tracks(), _cfg(), stats)
     train = scenes["train"]
     assert train and all(s["past"].shape[1:] == (3, 3) and s["future"].shape[1:] == (4, 2) for s in train)
-    # agent 2's track ends at step 20: windows whose future crosses it keep it as context, never as a target
+    # agent 2's track ends at step 15: windows whose future crosses it keep it as context, never as a target
     ending = [s for s in train if len(s["target"]) == 3 and not s["target"][2]]
     assert ending and stats["horizon_beyond_track"] > 0
     assert stats["nan_points"] > 0

@@ -5,7 +5,7 @@ off by up to 0.03 (the 2-D/3-D ids of M-RoPE/VideoRoPE and 1M-token contexts rea
 revolutions ``g = f / (2*pi)`` instead and split both factors so that every large partial product is exact in
 fp32 (Dekker-style splitting; the same idea as Cody-Waite argument reduction):
 
-    g = g1 + g2 + g3           g1, g2 carry 12 significant bits each (split once per plan, in float64)
+    g = g1 + g2 + g3           g1, g2 carry <= 12 significant bits each (split once per plan, in float64)
     p = hi + mid + fr          hi = 4096 * floor(p / 4096), mid = floor(p) - hi in [0, 4096), fr in [0, 1)
 
 hi*g1, hi*g2, mid*g1, mid*g2 are exact (<= 24 significant bits each for |p| < 2^24), so their fractional parts
@@ -28,9 +28,13 @@ TWO_PI = 2.0 * math.pi
 
 
 def _round_bits(x: Tensor, bits: int) -> Tensor:
-    """x (float64) rounded to ``bits`` significant bits."""
-    mant, expo = torch.frexp(x)
-    return torch.ldexp(torch.round(torch.ldexp(mant, torch.full_like(expo, bits))), expo - bits)
+    """x (float64) rounded to at most ``bits`` significant bits (float ops only: inductor-safe, no frexp).
+
+    floor(log2|x|) may be one too small next to a power of two; the caller leaves one bit of margin for that.
+    """
+    tiny = x.abs() < 1e-300
+    scale = torch.exp2(bits - 1 - torch.floor(torch.log2(torch.where(tiny, 1.0, x.abs()))))
+    return torch.where(tiny, 0.0, torch.round(x * scale) / scale)
 
 
 def split_plan(freq: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -40,8 +44,8 @@ def split_plan(freq: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """
     with torch.no_grad():
         g = freq.detach().double() / TWO_PI
-        g1 = _round_bits(g, _SPLIT_BITS)
-        g2 = _round_bits(g - g1, _SPLIT_BITS)
+        g1 = _round_bits(g, _SPLIT_BITS - 1)  # <= 12 significant bits, see _round_bits
+        g2 = _round_bits(g - g1, _SPLIT_BITS - 1)
         g3 = g - g1 - g2
         return g1.float(), g2.float(), g3.float()
 

@@ -1,0 +1,95 @@
+"""The RoPE base lower bound of "Base of RoPE Bounds Context Length" (Men, Xu, et al., NeurIPS 2024,
+arXiv 2405.14591), computed exactly.
+
+Criterion (long-term decay of the ability to attend more to similar tokens): context length L is supported by base
+b only if ``B_m(b) = sum_{i<d/2} cos(m * b^(-2i/d)) >= 0`` for every ``m < L``. The bound is the smallest such b.
+Validity is NOT monotone in b (bisection is wrong), so, like Su Jianlin's re-derivation (kexue.fm/archives/10122),
+we scan a grid that refines five times: ``B := 1000 L``; for k = 1..5 scan ``b in linspace(0, 1, 10^k + 1)[1:] * B``
+upwards and set B to the first valid b. Each validity check is exact (every m < L is evaluated, in float64 unless
+asked otherwise); speed comes from rejecting most candidates with "witnesses" (m values that made an earlier
+candidate negative) before any full scan, and from scanning full ranges last chunk first (failures cluster near L).
+A witness only ever proves invalidity; acceptance always needs the complete scan, so results equal brute force.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+HEAD_DIM = 128
+LENGTHS = [1024 * 2**k for k in range(11)]  # 1k .. 1M
+#: The paper's lower-bound table (Fig. 1 / the table reproduced in kexue.fm/archives/10122, row "原文"), d = 128.
+PAPER = [4.3e3, 1.6e4, 2.7e4, 8.4e4, 3.1e5, 6.4e5, 2.1e6, 7.8e6, 3.6e7, 6.4e7, 5.1e8]
+#: Su Jianlin's re-computation (same blog, row "本文"), float32 JAX.
+SU = [4.3e3, 1.2e4, 2.7e4, 8.4e4, 2.3e5, 6.3e5, 2.1e6, 4.9e6, 2.4e7, 5.8e7, 6.5e7]
+
+_CHUNK = 1 << 15
+
+
+def decay(b: float, m: np.ndarray, head_dim: int = HEAD_DIM, dtype=np.float64) -> np.ndarray:
+    """B_m(b) = sum_i cos(m theta_i), theta_i = b^(-2i/d), i = 0..d/2-1 (HF / RoFormer frequencies)."""
+    theta = dtype(b) ** (-(np.arange(head_dim // 2) * 2 / head_dim).astype(dtype))
+    return np.cos(np.asarray(m, dtype=dtype)[..., None] * theta).sum(-1, dtype=dtype)
+
+
+def first_negative(b: float, length: int, head_dim: int = HEAD_DIM, dtype=np.float64) -> int | None:
+    """The smallest m < length with B_m(b) < 0, or None if b supports the length."""
+    for start in range(0, length, _CHUNK):
+        m = np.arange(start, min(start + _CHUNK, length))
+        neg = np.flatnonzero(decay(b, m, head_dim, dtype) < 0)
+        if neg.size:
+            return int(m[neg[0]])
+    return None
+
+
+class BoundSearch:
+    """Exact validity checks for one (L, d, dtype), sharing witnesses across candidates."""
+
+    def __init__(self, length: int, head_dim: int = HEAD_DIM, dtype=np.float64) -> None:
+        if length < 1 or head_dim < 2 or head_dim % 2:
+            raise ValueError(f"need length >= 1 and an even head_dim >= 2; got length={length}, head_dim={head_dim}")
+        self.length, self.head_dim, self.dtype = length, head_dim, dtype
+        self.exponent = (np.arange(head_dim // 2) * 2 / head_dim).astype(dtype)
+        self.witnesses: list[int] = []
+
+    def _min(self, b: float, m: np.ndarray) -> tuple[float, int]:
+        theta = self.dtype(b) ** (-self.exponent)
+        f = np.cos(m.astype(self.dtype)[:, None] * theta).sum(-1, dtype=self.dtype)
+        i = int(np.argmin(f))
+        return float(f[i]), int(m[i])
+
+    def _reject(self, m_witness: int) -> bool:
+        if m_witness in self.witnesses:
+            self.witnesses.remove(m_witness)
+        self.witnesses.insert(0, m_witness)  # most recently useful first
+        return False
+
+    def valid(self, b: float) -> bool:
+        if self.witnesses:
+            value, m = self._min(b, np.array(self.witnesses))
+            if value < 0:
+                return self._reject(m)
+        for m0 in self.witnesses[:8]:  # failures of nearby bases sit near earlier witnesses
+            lo, hi = max(0, m0 - 2048), min(self.length, m0 + 2048)
+            value, m = self._min(b, np.arange(lo, hi))
+            if value < 0:
+                return self._reject(m)
+        for start in reversed(range(0, self.length, _CHUNK)):
+            value, m = self._min(b, np.arange(start, min(start + _CHUNK, self.length)))
+            if value < 0:
+                return self._reject(m)
+        return True
+
+
+def base_bound(length: int, head_dim: int = HEAD_DIM, dtype=np.float64, levels: int = 5) -> float:
+    """Su's five-level grid search for the smallest valid base (exact checks; see the module docstring)."""
+    search, upper = BoundSearch(length, head_dim, dtype), 1000.0 * length
+    if not search.valid(upper):
+        raise ValueError(f"no valid base up to 1000 * L = {upper:g} for L={length}, d={head_dim}")
+    for k in range(1, levels + 1):
+        grid = np.linspace(0, 1, 10**k + 1)[1:] * upper
+        upper = next(float(b) for b in grid if search.valid(float(b)))
+    return upper
+
+
+def bound_table(lengths: list[int] = LENGTHS, head_dim: int = HEAD_DIM, dtype=np.float64) -> list[float]:
+    return [base_bound(n, head_dim, dtype) for n in lengths]

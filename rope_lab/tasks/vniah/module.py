@@ -1,0 +1,56 @@
+"""LightningModule of V-NIAH / V-NIAH-D: answer-only loss, teacher-forced exact match per (length, depth)
+cell (VideoRoPE ``eval_vision_niah.py``: ``(pred == answer_ids).all()``), and a depth x length heat-map."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+
+from rope_lab.analysis.heatmaps import plot_heatmap
+from rope_lab.optim import OptimConfig
+from rope_lab.tasks.base import TaskModule
+from rope_lab.tasks.vniah.positions import vniah_positions
+
+
+class VNIAHModule(TaskModule):
+    def __init__(self, model, optim: OptimConfig, total_steps: int, prefix: str, cells: list[tuple[int, float]],
+                 fps: float) -> None:
+        super().__init__(model, optim, total_steps)
+        self.prefix, self.cells, self.fps = prefix, cells, fps
+        self.acc = torch.nn.ModuleList(MeanMetric() for _ in cells)
+
+    def _forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = batch["tokens"]
+        positions = vniah_positions(batch["coords"][:, :-1], batch["modality"][:, :-1], self.fps, self.training)
+        logits = self.model(tokens[:, :-1], positions, video=batch["video"])
+        return logits, tokens[:, 1:]
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits, targets = self._forward(batch)
+        mask = batch["answer_mask"]
+        loss = F.cross_entropy(logits[mask].float(), targets[mask])
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        logits, targets = self._forward(batch)
+        mask = batch["answer_mask"]
+        correct = ((logits.argmax(-1) == targets) | ~mask).all(dim=1)
+        self.acc[dataloader_idx].update(correct.float())
+
+    def on_validation_epoch_end(self) -> None:
+        values = {}
+        for metric, (n, d) in zip(self.acc, self.cells):
+            value = metric.compute()
+            metric.reset()
+            values[(n, d)] = float(value)
+            self.log(f"{self.prefix}/acc/len={n}/depth={d:g}", value, sync_dist=True)
+        mean = sum(values.values()) / len(values)
+        self.log(f"{self.prefix}/acc", mean, prog_bar=True, sync_dist=True)
+        trainer = self.trainer
+        if not trainer.sanity_checking and trainer.is_global_zero:
+            title = f"{self.prefix} {self.model.pe.name} (step {trainer.global_step}): mean {mean:.3f}"
+            plot_heatmap(values, Path(trainer.default_root_dir) / f"{self.prefix}_heatmap.png", title)
