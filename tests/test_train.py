@@ -109,3 +109,22 @@ def test_bad_input_is_a_clear_error(tmp_path, override, message):
     res = train(tmp_path, override, "debug=fast", check=False)
     assert res.returncode != 0
     assert message in res.stderr, res.stderr[-2000:]
+
+
+EXPERIMENTS = sorted(str(p.relative_to(CONFIGS / "experiment").with_suffix("")) for p in (CONFIGS / "experiment").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_config_runs_fast_dev_run(tmp_path, experiment):
+    res = subprocess.run([sys.executable, "train.py", f"experiment={experiment}", "debug=fast",
+                          f"paths.output_dir={tmp_path}/outputs", f"paths.multirun_dir={tmp_path}/multirun",
+                          "trainer.enable_progress_bar=false"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert list(tmp_path.rglob("results.json"))
+
+
+@pytest.mark.parametrize("sweep", sorted(p.stem for p in (CONFIGS / "sweep").glob("*.yaml")))
+def test_sweep_configs_compose(sweep):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"sweep={sweep}"], return_hydra_config=True)
+    assert cfg.hydra.sweeper.params

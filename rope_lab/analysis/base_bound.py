@@ -68,16 +68,42 @@ class BoundSearch:
             value, m = self._min(b, np.array(self.witnesses))
             if value < 0:
                 return self._reject(m)
-        for m0 in self.witnesses[:8]:  # failures of nearby bases sit near earlier witnesses
-            lo, hi = max(0, m0 - 2048), min(self.length, m0 + 2048)
-            value, m = self._min(b, np.arange(lo, hi))
-            if value < 0:
-                return self._reject(m)
+        for width in (256, 4096):  # failures of nearby bases sit near earlier witnesses
+            near = [np.arange(max(0, m0 - width), min(self.length, m0 + width)) for m0 in self.witnesses[:8]]
+            if near:
+                value, m = self._min(b, np.unique(np.concatenate(near)))
+                if value < 0:
+                    return self._reject(m)
         for start in reversed(range(0, self.length, _CHUNK)):
             value, m = self._min(b, np.arange(start, min(start + _CHUNK, self.length)))
             if value < 0:
                 return self._reject(m)
         return True
+
+    def _survivors(self, bases: np.ndarray, witnesses: list[int]) -> np.ndarray:
+        """Mask of bases not refuted by ``witnesses``, testing one witness at a time on the survivors only
+        (most recent first: most candidates die at the first one or two)."""
+        alive = np.ones(len(bases), dtype=bool)
+        for m in witnesses:
+            idx = np.flatnonzero(alive)
+            if not idx.size:
+                break
+            theta = bases[idx].astype(self.dtype)[:, None] ** (-self.exponent)
+            alive[idx] = np.cos(self.dtype(m) * theta).sum(-1, dtype=self.dtype) >= 0
+        return alive
+
+    def first_valid(self, grid: np.ndarray, block: int = 4096) -> float | None:
+        """The first valid base of an increasing grid (None if there is none)."""
+        for i in range(0, len(grid), block):
+            bases = grid[i : i + block]
+            alive = self._survivors(bases, self.witnesses)
+            for j in range(len(bases)):
+                if not alive[j]:
+                    continue
+                if self.valid(float(bases[j])):
+                    return float(bases[j])
+                alive[j + 1 :] &= self._survivors(bases[j + 1 :], self.witnesses[:1])  # the refuting witness
+        return None
 
 
 def base_bound(length: int, head_dim: int = HEAD_DIM, dtype=np.float64, levels: int = 5) -> float:
@@ -86,8 +112,7 @@ def base_bound(length: int, head_dim: int = HEAD_DIM, dtype=np.float64, levels: 
     if not search.valid(upper):
         raise ValueError(f"no valid base up to 1000 * L = {upper:g} for L={length}, d={head_dim}")
     for k in range(1, levels + 1):
-        grid = np.linspace(0, 1, 10**k + 1)[1:] * upper
-        upper = next(float(b) for b in grid if search.valid(float(b)))
+        upper = search.first_valid(np.linspace(0, 1, 10**k + 1)[1:] * upper)
     return upper
 
 

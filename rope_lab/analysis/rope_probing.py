@@ -83,7 +83,8 @@ class _Wrapper(PositionalEncoding):
 
     def __init__(self, inner: PositionalEncoding) -> None:
         super().__init__()
-        if type(inner).attend is not PositionalEncoding.attend:
+        # rotary variants attend as the base class does without a cache (rotate -> bias -> SDPA)
+        if not inner.is_rotary and type(inner).attend is not PositionalEncoding.attend:
             raise ValueError(f"pe={inner.name} owns its attention kernel; it cannot be probed key-by-key")
         self._inner = [inner]
         self.name = f"{type(self).__name__}({inner.name})"

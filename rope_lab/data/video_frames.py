@@ -13,6 +13,7 @@ training ``mire-2`` (501 frames) and ``mbt/cube`` (218); evaluation ``cube`` (80
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -43,19 +44,18 @@ def read_frames(folder: Path, size: int) -> np.ndarray:
     return np.stack(frames)
 
 
-def _cached(cache: Path, name: str, build) -> dict[str, np.ndarray]:
+def _cached(cache: Path, name: str, build) -> Path:
+    """The cache file ``video_frames/<name>.npz``, built by ``build() -> {"train", "eval"}`` when missing."""
     path = cache / "video_frames" / f"{name}.npz"
-    if path.is_file():
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
-    seqs = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **seqs)
-    return seqs
+    if not path.is_file():
+        seqs = build()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, **seqs)
+    return path
 
 
-def visp_sequences(cache: Path, size: int) -> dict[str, np.ndarray]:
-    """{"train": frames, "eval": frames} from visp-images-data (cached after the first extraction)."""
+def visp_sequences(cache: Path, size: int) -> Path:
+    """Cache file of {"train": frames, "eval": frames} from visp-images-data."""
 
     def build():
         root = debian_package("visp-images-data", cache, VISP_PINNED) / VISP_ROOT
@@ -82,6 +82,14 @@ def folder_sequences(path: str, size: int) -> dict[str, np.ndarray]:
     return {"train": frames[:cut], "eval": frames[cut:]}
 
 
+def _folder_key(path: str) -> str:
+    """Cache key of a user folder: its path and every frame's name, size and mtime (edits invalidate it)."""
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if root.is_dir() else []
+    facts = [str(root.resolve())] + [f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
+    return hashlib.sha1("\n".join(facts).encode()).hexdigest()[:12]
+
+
 def load_haystack_frames(size: int, data_dir: str | Path | None = None, frames_path: str | None = None
                          ) -> tuple[dict[str, np.ndarray], str]:
     """({"train": (F, s, s) uint8, "eval": (F', s, s) uint8}, source name)."""
@@ -89,8 +97,12 @@ def load_haystack_frames(size: int, data_dir: str | Path | None = None, frames_p
         raise ValueError(f"frame size must be >= 4 pixels, got {size}")
     sources = []
     if frames_path:
-        sources.append(Source(f"user frames {frames_path}", lambda cache: folder_sequences(frames_path, size)))
+        key = _folder_key(frames_path)
+        sources.append(Source(f"user frames {frames_path}",
+                              lambda cache: _cached(cache, f"user_{key}_{size}", lambda: folder_sequences(frames_path, size))))
     sources.append(Source("debian:visp-images-data", lambda cache: visp_sequences(cache, size)))
-    seqs, name = resolve("video_frames", sources, data_dir or DEFAULT_DATA_DIR)
+    path, name = resolve("video_frames", sources, data_dir or DEFAULT_DATA_DIR)
+    with np.load(path) as data:
+        seqs = {k: data[k] for k in ("train", "eval")}
     log.info("haystack frames from %s: %d train / %d eval", name, len(seqs["train"]), len(seqs["eval"]))
     return seqs, name

@@ -143,6 +143,7 @@ def test_collate_pads_with_agent_mask():
     assert not batch["target"][~batch["agent_mask"]].any()
 
 
+@pytest.mark.slow
 def test_train_fast_dev_run_on_real_tracks(tmp_path):
     """End to end through Hydra on the real quickstart tracks (skipped when the wheel cannot be fetched)."""
     from rope_lab.data.aircraft import collection_path

@@ -146,7 +146,7 @@ class ImageClsDataModule(L.LightningDataModule):
         xtr, ytr, self.source = load_fashion_mnist("train", self.cfg.data_dir, self.cfg.data_path)
         xte, yte, _ = load_fashion_mnist("test", self.cfg.data_dir, self.cfg.data_path)
         log.info("fashion_mnist from %s: %d train / %d test images", self.source, len(xtr), len(xte))
-        to_float = lambda x: torch.from_numpy(np.ascontiguousarray(x)).float().div(255.0)[:, None]  # noqa: E731
+        to_float = lambda x: torch.from_numpy(np.array(x)).float().div(255.0)[:, None]  # noqa: E731
         self._train = _subset(TensorDataset(to_float(xtr), torch.from_numpy(ytr)), self.cfg.train_samples, self.seed)
         val = _subset(TensorDataset(to_float(xte), torch.from_numpy(yte)), self.cfg.val_samples, self.seed + 1)
         images = torch.stack([val[i][0] for i in range(len(val))])

@@ -72,7 +72,8 @@ class ImageGenModule(TaskModule):
         train = (self.dm.train_images, self.dm.train_labels)
         self.classifier = [load_or_train(self.cfg.data_dir, train, self.cfg.classifier_steps, seed=0)]
         clf = self.classifier[0]
-        self.classifier_acc = accuracy(clf, self.dm.test_images, self.dm.test_labels)
+        n = self.cfg.real_samples  # the same test images as the FID reference
+        self.classifier_acc = accuracy(clf, self.dm.test_images[:n], self.dm.test_labels[:n])
         real = self.dm.real_images()
         kid_subset = min(50, self.cfg.eval_samples)
         self.scores = {s: GenerationScores(clf, real, kid_subset) for s in self.cfg.eval_sizes}

@@ -44,6 +44,8 @@ class LMDataConfig:
     passkey_digits: int = 5
     passkey_train_fraction: float = 0.0
     position_offset: int = 0  # add to every position (large-offset / bf16 studies)
+    packing: bool = False  # windows span several documents; each token carries its document id (Positions.segment)
+    anchor_token: int | None = None  # packing only: prepend this byte as a shared anchor (AnchorAttention, segment 0)
     num_workers: int = 0
 
 
@@ -55,16 +57,50 @@ def decode(tokens) -> str:
     return bytes(int(t) for t in tokens).decode("utf-8", errors="replace")
 
 
+class Packer:
+    """Packed windows: a window of the document stream keeps each token's document id (1, 2, ... within the
+    window); with ``anchor_token`` the window starts with the shared anchor (segment 0, AnchorAttention)."""
+
+    def __init__(self, stream: np.ndarray, doc_starts: np.ndarray, anchor_token: int | None) -> None:
+        if anchor_token is not None:
+            if not 0 <= anchor_token < VOCAB_SIZE:
+                raise ValueError(f"task.anchor_token must be a byte in [0, {VOCAB_SIZE}); got {anchor_token}")
+            if (stream == anchor_token).any():
+                raise ValueError(f"task.anchor_token={anchor_token} occurs in the corpus; the anchor must be unique "
+                                 f"(AnchorContext asserts the same). Choose a byte absent from the text, e.g. 0.")
+        self.stream, self.doc_starts, self.anchor = stream, doc_starts, anchor_token
+        self.n_anchor = 0 if anchor_token is None else 1
+
+    def window(self, start: int, total: int) -> dict:
+        n = total - self.n_anchor
+        doc = np.searchsorted(self.doc_starts, np.arange(start, start + n), side="right")
+        return self._with_anchor(self.stream[start : start + n].astype(np.int64), doc - doc[0] + 1)
+
+    def single(self, item: dict) -> dict:
+        """A one-document sample (passkey) in packed form."""
+        tokens = item["tokens"].numpy()
+        out = self._with_anchor(tokens, np.ones(len(tokens), dtype=np.int64))
+        return {**item, **{k: out[k] for k in ("tokens", "segment")},
+                **({"answer_mask": torch.cat([torch.zeros(self.n_anchor, dtype=torch.bool), item["answer_mask"]])}
+                   if "answer_mask" in item else {})}
+
+    def _with_anchor(self, tokens: np.ndarray, segment: np.ndarray) -> dict:
+        if self.anchor is not None:
+            tokens, segment = np.concatenate([[self.anchor], tokens]), np.concatenate([[0], segment])
+        return {"tokens": torch.from_numpy(tokens.astype(np.int64)), "segment": torch.from_numpy(segment),
+                "loss_mask": torch.ones(len(tokens) - 1, dtype=torch.bool)}
+
+
 class TrainWindows(Dataset):
     """Item i: a random window of length L+1 from the training stream, drawn from a generator seeded by
     (seed, i); with probability ``passkey_fraction`` a passkey sample of the same length instead."""
 
     def __init__(self, stream: np.ndarray, length: int, size: int, seed: int, passkey: PasskeyDataset | None,
-                 passkey_fraction: float) -> None:
+                 passkey_fraction: float, packer: Packer | None = None) -> None:
         if len(stream) <= length + 1:
             raise ValueError(f"training text has {len(stream)} tokens, fewer than train_length+1={length + 1}")
         self.stream, self.length, self.size, self.seed = stream, length, size, seed
-        self.passkey, self.passkey_fraction = passkey, passkey_fraction
+        self.passkey, self.passkey_fraction, self.packer = passkey, passkey_fraction, packer
 
     def __len__(self) -> int:
         return self.size
@@ -72,9 +108,13 @@ class TrainWindows(Dataset):
     def __getitem__(self, i: int) -> dict:
         rng = np.random.default_rng([self.seed, i])
         if self.passkey is not None and rng.random() < self.passkey_fraction:
-            item = self.passkey.sample(rng, self.length + 1, float(rng.random()))
-            return {"tokens": item["tokens"], "loss_mask": item["loss_mask"]}
+            n = self.length + 1 - (self.packer.n_anchor if self.packer else 0)
+            item = self.passkey.sample(rng, n, float(rng.random()))
+            item = {"tokens": item["tokens"], "loss_mask": torch.ones(self.length, dtype=torch.bool)}
+            return item if self.packer is None else self.packer.single(item)
         start = int(rng.integers(0, len(self.stream) - self.length - 1))
+        if self.packer is not None:
+            return self.packer.window(start, self.length + 1)
         window = torch.from_numpy(self.stream[start : start + self.length + 1].astype(np.int64))
         return {"tokens": window, "loss_mask": torch.ones(self.length, dtype=torch.bool)}
 
@@ -82,10 +122,10 @@ class TrainWindows(Dataset):
 class EvalWindows(Dataset):
     """``count`` evenly spaced windows of length L+1 from the validation stream (the same on every run)."""
 
-    def __init__(self, stream: np.ndarray, length: int, count: int) -> None:
+    def __init__(self, stream: np.ndarray, length: int, count: int, packer: Packer | None = None) -> None:
         if len(stream) <= length + 1:
             raise ValueError(f"validation text has {len(stream)} tokens; cannot evaluate length {length}")
-        self.stream, self.length = stream, length
+        self.stream, self.length, self.packer = stream, length, packer
         self.starts = np.linspace(0, len(stream) - length - 1, count).astype(np.int64)
 
     def __len__(self) -> int:
@@ -93,6 +133,8 @@ class EvalWindows(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         s = int(self.starts[i])
+        if self.packer is not None:
+            return self.packer.window(s, self.length + 1)
         window = torch.from_numpy(self.stream[s : s + self.length + 1].astype(np.int64))
         return {"tokens": window, "loss_mask": torch.ones(self.length, dtype=torch.bool)}
 
@@ -151,6 +193,13 @@ class LMDataModule(L.LightningDataModule):
         if not val or not train:
             raise ValueError(f"corpus {c.corpus} has too few documents for a train/validation split ({len(docs)})")
         self.train_stream, self.val_stream = encode(sep.join(train)), encode(sep.join(val))
+        self.train_packer = self.val_packer = None
+        if c.packing:
+            starts = lambda texts: np.cumsum([0] + [len(encode(t + sep)) for t in texts[:-1]])  # noqa: E731
+            self.train_packer = Packer(self.train_stream, starts(train), c.anchor_token)
+            self.val_packer = Packer(self.val_stream, starts(val), c.anchor_token)
+        elif c.anchor_token is not None:
+            raise ValueError("task.anchor_token needs task.packing=true (the anchor is shared by packed documents)")
         log.info("corpus %s from %s: %d train / %d val documents, %d / %d tokens", c.corpus, self.source,
                  len(train), len(val), len(self.train_stream), len(self.val_stream))
         self.passkey = PasskeyDataset(self.val_stream, c.passkey_digits)
@@ -160,7 +209,7 @@ class LMDataModule(L.LightningDataModule):
         c = self.cfg
         size = self.total_steps * c.batch_size
         ds = TrainWindows(self.train_stream, c.train_length, size, self.seed, self.train_passkey,
-                          c.passkey_train_fraction)
+                          c.passkey_train_fraction, self.train_packer)
         return ResumableLoader(ds, c.batch_size, c.num_workers)
 
     def val_names(self) -> list[str]:
@@ -169,7 +218,7 @@ class LMDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> list[DataLoader]:
         c = self.cfg
-        loaders = [DataLoader(EvalWindows(self.val_stream, n, c.eval_windows), self._eval_batch(n))
+        loaders = [DataLoader(EvalWindows(self.val_stream, n, c.eval_windows, self.val_packer), self._eval_batch(n))
                    for n in c.eval_lengths]
         for n in c.passkey_lengths:
             for d in c.passkey_depths:

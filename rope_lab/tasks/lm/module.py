@@ -24,7 +24,9 @@ class LMModule(TaskModule):
     def _nll(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = batch["tokens"]
         inputs, targets = tokens[:, :-1], tokens[:, 1:]
-        logits = self.model(inputs, lm_positions(inputs, self.position_offset))
+        segment = batch.get("segment")
+        segment = None if segment is None else segment[:, :-1]
+        logits = self.model(inputs, lm_positions(inputs, self.position_offset, segment))
         nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
         return nll, logits
 

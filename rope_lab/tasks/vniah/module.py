@@ -17,9 +17,9 @@ from rope_lab.tasks.vniah.positions import vniah_positions
 
 class VNIAHModule(TaskModule):
     def __init__(self, model, optim: OptimConfig, total_steps: int, prefix: str, cells: list[tuple[int, float]],
-                 fps: float) -> None:
+                 fps: float, train_frames: int | None = None) -> None:
         super().__init__(model, optim, total_steps)
-        self.prefix, self.cells, self.fps = prefix, cells, fps
+        self.prefix, self.cells, self.fps, self.train_frames = prefix, cells, fps, train_frames
         self.acc = torch.nn.ModuleList(MeanMetric() for _ in cells)
 
     def _forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,4 +53,5 @@ class VNIAHModule(TaskModule):
         trainer = self.trainer
         if not trainer.sanity_checking and trainer.is_global_zero:
             title = f"{self.prefix} {self.model.pe.name} (step {trainer.global_step}): mean {mean:.3f}"
-            plot_heatmap(values, Path(trainer.default_root_dir) / f"{self.prefix}_heatmap.png", title)
+            plot_heatmap(values, Path(trainer.default_root_dir) / f"{self.prefix}_heatmap.png", title,
+                         self.train_frames)

@@ -39,7 +39,8 @@ class VNIAHTask:
         return VNIAHDataModule(self.cfg, seed, total_steps)
 
     def module(self, model, optim, total_steps: int, datamodule: VNIAHDataModule) -> VNIAHModule:
-        return VNIAHModule(model, optim, total_steps, self.prefix, datamodule.cells(), self.cfg.fps)
+        return VNIAHModule(model, optim, total_steps, self.prefix, datamodule.cells(), self.cfg.fps,
+                           self.cfg.train_frames)
 
 
 @register_task("vniah_d")

@@ -1,0 +1,27 @@
+"""Tables and plots for ``task=image_gen`` sweeps: classifier accuracy, FID and KID by generation resolution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rope_lab.analysis.plots import plot_curve
+from rope_lab.analysis.results import RunResult, markdown_table, metric_table
+from rope_lab.analysis.tables import table_maker
+
+
+@table_maker("image_gen")
+def image_gen_tables(runs: list[RunResult], out_dir: Path) -> list[Path]:
+    text = []
+    for name, title in (("acc", "Classifier accuracy on generated samples"), ("fid", "FID (classifier features)"),
+                        ("kid", "KID (classifier features)")):
+        header, rows = metric_table(runs, f"val/{name}@res=")
+        if len(header) > 1:
+            text.append(f"## {title} by generation resolution (px)\n\n" + markdown_table(rows, header))
+    table = out_dir / "image_gen.md"
+    table.write_text("\n\n".join(text) + "\n")
+    series = {r.label: {float(k.split("=")[1]): v for k, v in r.metrics.items() if k.startswith("val/acc@res=")}
+              for r in runs}
+    train = runs[0].config.get("task", {}).get("image_size") if runs else None
+    plot = plot_curve(series, out_dir / "acc_vs_resolution.png", "generation resolution (px)",
+                      "classifier accuracy", vline=train)
+    return [table, plot]

@@ -1,0 +1,239 @@
+"""Benchmark the rotary core's backends against the memory-traffic floor and other libraries (issue 6).
+
+    python scripts/bench_rope.py [--repeats 3] [--scale 1.0] [--out benchmarks]
+
+For a 1-D LM, a 2-D ViT and a 3-D video shape, fp32 and bf16, forward and forward+backward, it times the rotation
+of q and k (the per-layer cost; cos/sin tables, where a method uses them, are built once per forward outside the
+timed region, as every library does) and prints ratios measured in the same run:
+
+  floor      copy  = q, k copied into preallocated buffers; clone = q.clone(), k.clone() (fresh allocations)
+             forward+backward floors: the same for q, k and their gradients (read once, write once, twice)
+  ours       pe.kernel=eager | compiled | auto (auto = what a model gets; triton on CUDA only)
+  libraries  transformers apply_rotary_pos_emb (LLaMA; Qwen2-VL's multimodal tables for the 3-D row) and
+             rotary-embedding-torch apply_rotary_emb (axial frequencies for 2-D/3-D)
+
+Error columns: max |angle - exact| over the row's positions (exact = float64 product of the same fp32 frequency)
+for our angles and for the naive fp32 product the libraries use, and each method's max |output - exact rotation|.
+The THP setting (kernel + THP_MEM_ALLOC_ENABLE) is recorded. Writes <out>/rope_bench.json and rope_bench.md.
+Timings on a shared CPU are noisy: the ratios, measured back to back, are what to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rotary_embedding_torch import apply_rotary_emb as ret_apply
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb as hf_apply
+
+from rope_lab.pe import AttentionGeometry, Positions, build_pe
+from rope_lab.pe.kernels import compiled, triton_rope
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Shape:
+    name: str
+    pe: dict
+    batch: int
+    heads: int
+    length: int
+    head_dim: int
+    grid: tuple[int, ...]  # axes of the positions (1-D: (length,))
+
+
+SHAPES = [
+    Shape("1D LM (rope)", {"name": "rope"}, 8, 16, 2048, 64, (2048,)),
+    Shape("2D ViT-B/16 224px (rope_axial)", {"name": "rope_axial"}, 64, 12, 196, 64, (14, 14)),
+    Shape("3D video 8x16x16 (mrope)", {"name": "mrope"}, 2, 16, 2048, 128, (8, 16, 16)),
+]
+
+
+def thp_setting() -> str:
+    try:
+        kernel = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip()
+    except OSError:
+        kernel = "unknown"
+    return f"kernel THP: {kernel}; THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}"
+
+
+def grid_coords(grid: tuple[int, ...], batch: int) -> torch.Tensor:
+    """(B, N, A) integer coordinates of a row-major grid (t, row, col) / (row, col) / (index,)."""
+    axes = torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in grid], indexing="ij")
+    return torch.stack([a.flatten() for a in axes], -1).expand(batch, -1, -1).clone()
+
+
+def build(shape: Shape, kernel: str, device: str):
+    geom = AttentionGeometry(shape.heads * shape.head_dim, shape.head_dim, shape.heads, shape.heads, 1)
+    pe = build_pe({**shape.pe, "kernel": kernel}).setup(geom).to(device)
+    coords = grid_coords(shape.grid, shape.batch)
+    if pe.min_axes > coords.shape[-1]:  # M-RoPE: (modality-free) text id axis + (t, h, w); use its own layout
+        pos = pe.example_positions(shape.batch, shape.length)
+    else:
+        pos = Positions(coords)
+    return pe, pos.to(device)
+
+
+def timed(fn, repeats: int) -> float:
+    fn()
+    best = math.inf
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def methods(shape: Shape, pe_by_kernel: dict, pos: Positions, device: str):
+    """name -> (prepare() -> context, apply(context, q, k) -> (q', k')); tables built in prepare."""
+    out = {}
+    for kernel, pe in pe_by_kernel.items():
+        out[f"ours {kernel}"] = (lambda pe=pe: pe.prepare(pos), lambda st, q, k, pe=pe: pe.rotate(q, k, st, 0))
+    ref = pe_by_kernel["eager"]
+    plan = ref.frequency_plan(ref.inv_freq, 0)  # (H|1, A, P)
+    coords = ref.position_map(pos).to(device)
+
+    def naive_angles():
+        return torch.einsum("bna,hap->bhnp", coords.float(), plan.float())[:, 0]  # (B, N, P), libraries' fp32
+
+    def hf_tables(dtype):
+        ang = naive_angles()
+        emb = torch.cat((ang, ang), -1)  # HF layout: (B, N, D), cast to the activation dtype as HF does
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+    label = "transformers Qwen2-VL mrope" if ref.min_axes >= 3 else "transformers apply_rotary_pos_emb"
+    out[label] = (None, lambda tabs, q, k: hf_apply(q, k, *tabs))
+    out["rotary-embedding-torch"] = (lambda: naive_angles().repeat_interleave(2, -1)[:, None],
+                                     lambda freqs, q, k: (ret_apply(freqs, q), ret_apply(freqs, k)))
+    return out, hf_tables, naive_angles
+
+
+def exact_rotation(pe, pos, q, k):
+    st = pe.prepare(pos)
+    return pe.rotate(q.double(), k.double(), st, 0)
+
+
+def bench_shape(shape: Shape, dtype: torch.dtype, repeats: int, device: str, kernels: list[str]) -> list[dict]:
+    pes = {}
+    for kernel in kernels:
+        pes[kernel], pos = build(shape, kernel, device)
+    g = torch.Generator().manual_seed(0)
+    size = (shape.batch, shape.heads, shape.length, shape.head_dim)
+    q, k, gq, gk = (torch.randn(size, generator=g).to(device, dtype) for _ in range(4))
+    meth, hf_tables, naive_angles = methods(shape, pes, pos, device)
+    ref = pes["eager"]
+    # errors ------------------------------------------------------------------------------------------------
+    plan = ref.frequency_plan(ref.inv_freq, 0)
+    coords = ref.position_map(pos)
+    exact_ang = torch.einsum("bna,hap->bhnp", coords.double(), plan.double())
+    ours_ang = torch.atan2(*reversed(ref.cos_sin(ref.prepare(pos), 0))).double()
+    wrap = lambda a: (torch.remainder(a - exact_ang + math.pi, 2 * math.pi) - math.pi).abs().max().item()  # noqa
+    angle_err = {"ours": wrap(ours_ang), "naive fp32": wrap(naive_angles().double()[:, None])}
+    eq, ek = exact_rotation(ref, pos, q, k)
+    rows = []
+    for mode in ("forward", "forward+backward"):
+        floor_copy_bufs = [torch.empty_like(t) for t in (q, k, gq, gk)]
+        srcs = (q, k) if mode == "forward" else (q, k, gq, gk)
+        copy = timed(lambda: [b.copy_(s) for b, s in zip(floor_copy_bufs, srcs)], repeats)
+        clone = timed(lambda: [s.clone() for s in srcs], repeats)
+        row = {"shape": shape.name, "dtype": str(dtype).replace("torch.", ""), "mode": mode,
+               "copy_ms": copy * 1e3, "clone_ms": clone * 1e3, "angle_err_ours": angle_err["ours"],
+               "angle_err_naive_fp32": angle_err["naive fp32"], "methods": {}}
+        for name, (prep, apply) in meth.items():
+            ctx = prep() if prep is not None else hf_tables(dtype)
+            # HF rotates half pairs, rotary-embedding-torch interleaved ones: errors only where the layout matches
+            layout = "interleaved" if "rotary-embedding" in name else "half"
+            layout_ok = name.startswith("ours") or layout == ref.cfg.pair_layout
+            if mode == "forward":
+                with torch.no_grad():
+                    t = timed(lambda: apply(ctx, q, k), repeats)
+                    oq, ok_ = apply(ctx, q, k)
+            else:
+                qg, kg = q.detach().requires_grad_(), k.detach().requires_grad_()
+
+                def step():
+                    a, b = apply(ctx, qg, kg)
+                    torch.autograd.backward((a, b), (gq, gk))
+                    qg.grad = kg.grad = None
+
+                t = timed(step, repeats)
+                oq = None
+            entry = {"ms": t * 1e3, "x_copy": t / copy, "x_clone": t / clone}
+            if oq is not None and layout_ok:
+                entry["max_err_vs_exact"] = max((oq.double() - eq).abs().max().item(), (ok_.double() - ek).abs().max().item())
+            row["methods"][name] = entry
+        rows.append(row)
+        print(format_row(row), flush=True)
+    return rows
+
+
+def format_row(row: dict) -> str:
+    parts = [f"{row['shape']:<32} {row['dtype']:<8} {row['mode']:<16} clone {row['clone_ms']:7.1f} ms"]
+    for name, m in row["methods"].items():
+        parts.append(f"{name}: {m['x_clone']:.2f}x")
+    return " | ".join(parts)
+
+
+def markdown(result: dict) -> str:
+    names = list(result["rows"][0]["methods"])
+    head = ["shape", "dtype", "pass", "copy ms", "clone ms", *[f"{n} (x clone)" for n in names],
+            "angle err ours / naive fp32 (rad)", "max err vs exact: ours / library (same layout)"]
+    lines = [f"Measured {result['date']} on {result['machine']} ({result['threads']} threads, {result['device']}); "
+             f"{result['thp']}. {result['note']}", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in result["rows"]:
+        cells = [r["shape"], r["dtype"], r["mode"], f"{r['copy_ms']:.1f}", f"{r['clone_ms']:.1f}"]
+        cells += [f"{r['methods'][n]['x_clone']:.2f} ({r['methods'][n]['ms']:.1f} ms)" for n in names]
+        cells.append(f"{r['angle_err_ours']:.1e} / {r['angle_err_naive_fp32']:.1e}")
+        ours = [m["max_err_vs_exact"] for n, m in r["methods"].items() if "max_err_vs_exact" in m and "ours" in n]
+        lib = [m["max_err_vs_exact"] for n, m in r["methods"].items() if "max_err_vs_exact" in m and "ours" not in n]
+        fmt = lambda v: f"{max(v):.1e}" if v else "-"  # noqa: E731
+        cells.append(f"{fmt(ours)} / {fmt(lib)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply batch sizes (e.g. 0.25 for a quick run)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    kernels = ["eager", "auto"] + (["compiled"] if compiled.compile_available(device) else [])
+    if triton_rope.available():
+        kernels.append("triton")
+    rows = []
+    for shape in SHAPES:
+        shape = Shape(shape.name, shape.pe, max(1, round(shape.batch * args.scale)), shape.heads, shape.length,
+                      shape.head_dim, shape.grid)
+        for dtype in (torch.float32, torch.bfloat16):
+            rows += bench_shape(shape, dtype, args.repeats, device, kernels)
+    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.processor() or platform.machine(),
+              "threads": torch.get_num_threads(), "device": device, "thp": thp_setting(), "torch": torch.__version__,
+              "note": f"min of {args.repeats} repeats; batch scale {args.scale}; CPU shared with other jobs.",
+              "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    suffix = "" if os.environ.get("THP_MEM_ALLOC_ENABLE") != "1" else "_thp"
+    (args.out / f"rope_bench{suffix}.json").write_text(json.dumps(result, indent=1))
+    (args.out / f"rope_bench{suffix}.md").write_text(markdown(result))
+    print(f"wrote {args.out}/rope_bench{suffix}.json and .md")
+
+
+if __name__ == "__main__":
+    main()

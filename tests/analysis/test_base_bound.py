@@ -1,0 +1,53 @@
+"""Base bound (Men, Xu et al. 2024): exact float64 values re-derived in lm_variants.md §4, Su's float32 row,
+the non-monotonicity, and the sanity values B_0 = d/2 and first negative m."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rope_lab.analysis.base_bound import LENGTHS, SU, BoundSearch, base_bound, decay, first_negative
+
+# float64 re-runs of Su's grid algorithm (lm_variants.md Appendix A), L = 1024 * 2^k
+FLOAT64 = [4293.4536, 11587.352, 26952.563, 83764.242, 231644.54, 629984.11, 2090193.0, 4869124.9, 23662441.9,
+           59436812.4, 65409310.4]
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_float64_bound_matches_reference(k):
+    assert base_bound(LENGTHS[k]) == pytest.approx(FLOAT64[k], rel=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k", range(2, 11))
+def test_float64_bound_matches_reference_long(k):
+    assert base_bound(LENGTHS[k]) == pytest.approx(FLOAT64[k], rel=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k", range(0, 6))
+def test_float32_reproduces_su_row(k):
+    assert float(f"{base_bound(LENGTHS[k], dtype=np.float32):.1e}") == SU[k]
+
+
+def test_exact_bound_is_valid_and_grid_point_below_is_not():
+    b = base_bound(1024)
+    assert first_negative(b, 1024) is None
+    assert first_negative(b * (1 - 1e-5), 1024) is not None
+
+
+def test_sanity_values():
+    assert decay(1e4, np.array([0]))[0] == 64.0
+    assert first_negative(1e4, 10**6) == 1707
+    assert first_negative(1e5, 10**6) == 7757
+
+
+def test_validity_is_not_monotone_in_base():
+    """1e5 fails at m = 7757 < 8192 although the 8k bound (8.38e4) is smaller: bisection would be wrong."""
+    search = BoundSearch(8192)
+    assert search.valid(83764.24217047043) and not search.valid(1e5)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="even head_dim"):
+        BoundSearch(1024, head_dim=7)
