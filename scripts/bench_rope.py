@@ -9,7 +9,8 @@ timed region, as every library does) and prints ratios measured in the same run:
   floor      copy  = q, k copied into preallocated buffers; clone = q.clone(), k.clone() (fresh allocations)
              forward+backward floors: the same for q, k and their gradients (read once, write once, twice)
   ours       pe.kernel=eager | compiled | auto (auto = what a model gets; triton on CUDA only)
-  libraries  transformers apply_rotary_pos_emb (LLaMA; Qwen2-VL's multimodal tables for the 3-D row) and
+  libraries  transformers apply_rotary_pos_emb (LLaMA; for the 3-D row this is Qwen2-VL's multimodal path: in
+             transformers 5.x it recomposes M-RoPE sections into the tables and calls the same function) and
              rotary-embedding-torch apply_rotary_emb (axial frequencies for 2-D/3-D)
 
 Error columns: max |angle - exact| over the row's positions (exact = float64 product of the same fp32 frequency)
@@ -113,8 +114,8 @@ def methods(shape: Shape, pe_by_kernel: dict, pos: Positions, device: str):
         emb = torch.cat((ang, ang), -1)  # HF layout: (B, N, D), cast to the activation dtype as HF does
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
-    label = "transformers Qwen2-VL mrope" if ref.min_axes >= 3 else "transformers apply_rotary_pos_emb"
-    out[label] = (None, lambda tabs, q, k: hf_apply(q, k, *tabs))
+    # Qwen2-VL's multimodal path (transformers 5.x) = section-recomposed tables + this same apply function
+    out["transformers"] = (None, lambda tabs, q, k: hf_apply(q, k, *tabs))
     out["rotary-embedding-torch"] = (lambda: naive_angles().repeat_interleave(2, -1)[:, None],
                                      lambda freqs, q, k: (ret_apply(freqs, q), ret_apply(freqs, k)))
     return out, hf_tables, naive_angles

@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> dict:
     for pe in args.pes:
         results[pe] = run_config(["experiment=dit/resolution"] + PE_OVERRIDES[pe] + small(args.steps), args.out / pe)
     if args.mmdit:
-        results["mmdit+rope_axial(flux ids)"] = run_config(["experiment=dit/mmdit"] + small(args.steps),
+        results["mmdit+rope_axial(flux ids)"] = run_config(["experiment=dit/mmdit", "pe.axes_dim=[4,6,6]"]
+                                                          + small(args.steps),
                                                           args.out / "mmdit")
     sizes = sorted({int(k.split("=")[1]) for m in results.values() for k in m if k.startswith("val/acc@res=")})
     header = ["pe"] + [f"{k}@{s}" for k in ("acc", "fid") for s in sizes]

@@ -118,3 +118,38 @@ def base_bound(length: int, head_dim: int = HEAD_DIM, dtype=np.float64, levels: 
 
 def bound_table(lengths: list[int] = LENGTHS, head_dim: int = HEAD_DIM, dtype=np.float64) -> list[float]:
     return [base_bound(n, head_dim, dtype) for n in lengths]
+
+
+def base_sweep_tables(runs: list, out_dir) -> list:
+    """For LM runs that differ only in ``pe.base`` (``experiment=base_bound/sweep``): the paper-style table (base,
+    whether it is >= the exact bound for the run's context and head dim, ppl, passkey accuracy per depth) and a
+    passkey-accuracy-vs-base plot. Returns [] when the runs do not sweep the base."""
+    from pathlib import Path
+
+    from rope_lab.analysis.plots import plot_curve
+    from rope_lab.analysis.results import markdown_table
+
+    bases = {r.config.get("pe", {}).get("base") for r in runs}
+    if len(bases) < 2 or None in bases:
+        return []
+    first = runs[0].config
+    length = int(first["task"]["train_length"])
+    head_dim = int(first["backbone"]["dim"]) // int(first["backbone"]["n_heads"])
+    bound = base_bound(length, head_dim)
+    depths = sorted({k.split("depth=")[1] for r in runs for k in r.metrics if "passkey@" in k and "depth=" in k})
+    rows, acc = [], {}
+    for r in sorted(runs, key=lambda r: r.config["pe"]["base"]):
+        b = float(r.config["pe"]["base"])
+        neg = first_negative(b, length, head_dim)
+        pk = [r.metrics.get(f"val/passkey@len={length}/depth={d}", float("nan")) for d in depths]
+        rows.append([f"{b:g}", "yes" if neg is None else f"no (B<0 at m={neg})",
+                     r.metrics.get(f"val/ppl@{length}", float("nan")), *pk])
+        acc[b] = r.metrics.get("val/passkey_acc", float("nan"))
+    header = ["base", f"B_m >= 0 for all m < {length}", f"ppl@{length}", *[f"passkey depth={d}" for d in depths]]
+    out = Path(out_dir)
+    table = out / "base_bound_sweep.md"
+    table.write_text(f"Base sweep at context {length}, head_dim {head_dim}: exact bound b* = {bound:.6g}\n\n"
+                     + markdown_table(rows, header) + "\n")
+    plot = plot_curve({"passkey accuracy (mean over depths)": acc}, out / "passkey_vs_base.png", "RoPE base",
+                      "passkey accuracy", logx=True, title=f"context {length}: exact bound b* = {bound:.4g}")
+    return [table, plot]

@@ -9,6 +9,7 @@ come from; a cached file that fails its checksum is fetched again, never used.
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from pathlib import Path
 
@@ -45,8 +46,10 @@ def _collect(src_root: Path, cache: Path) -> Path:
     dest = cache / "fashion_mnist"
     dest.mkdir(parents=True, exist_ok=True)
     if src_root.resolve() != dest.resolve():
-        for name in FILES:
-            shutil.copyfile(src_root / name, dest / name)
+        for name in FILES:  # copy then rename: concurrent readers never see a half-written file
+            tmp = dest / f".{name}.{os.getpid()}.tmp"
+            shutil.copyfile(src_root / name, tmp)
+            os.replace(tmp, dest / name)
     return dest
 
 

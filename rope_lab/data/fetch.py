@@ -88,14 +88,23 @@ def debian_package(package: str, cache: Path, members: dict[str, str | None]) ->
         if res.returncode != 0:
             raise RuntimeError(f"apt-get download {package} failed: {res.stderr.strip()[-300:]}")
         deb = next(Path(tmp).glob("*.deb"))
-        if root.exists():
-            shutil.rmtree(root)
-        root.mkdir(parents=True)
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True, capture_output=True)
+        staging = root.with_name(f".{root.name}.{os.getpid()}.staging")
+        staging.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(staging)], check=True, capture_output=True)
+        _swap_in(staging, root)
     bad = [m for m, h in members.items() if not verified(root / m, h)]
     if bad:
         raise RuntimeError(f"package {package} is missing or fails the checksum of: {bad}")
     return root
+
+
+def _swap_in(staging: Path, root: Path) -> None:
+    """Replace ``root`` by ``staging`` with renames, so concurrent readers never see a half-extracted tree."""
+    old = root.with_name(f".{root.name}.{os.getpid()}.old")
+    if root.exists():
+        os.replace(root, old)
+    os.replace(staging, root)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def pip_wheel_files(requirement: str, cache: Path, members: dict[str, str | None]) -> Path:

@@ -73,4 +73,4 @@ def test_invariances_leave_predictions_unchanged(name, rotate):
 
 def test_num_modes_must_be_positive():
     with pytest.raises(ValueError, match="num_modes"):
-        _model("drope", ).__class__(TrajTransformerConfig(num_modes=0), build_pe(pe_config("drope")))
+        TrajTransformer(TrajTransformerConfig(num_modes=0), build_pe(pe_config("drope")))

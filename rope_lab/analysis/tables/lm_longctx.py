@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rope_lab.analysis.base_bound import base_sweep_tables
 from rope_lab.analysis.plots import plot_curve
 from rope_lab.analysis.results import RunResult, markdown_table, metric_table
 from rope_lab.analysis.tables import table_maker
@@ -23,4 +24,4 @@ def lm_tables(runs: list[RunResult], out_dir: Path) -> list[Path]:
     train_len = runs[0].config.get("task", {}).get("train_length") if runs else None
     plot = plot_curve(series, out_dir / "ppl_vs_length.png", "evaluation length (tokens)", "perplexity",
                       logy=True, vline=train_len)
-    return [table, plot]
+    return [table, plot] + base_sweep_tables(runs, out_dir)  # base_bound/sweep: table + accuracy vs base
