@@ -100,7 +100,7 @@ def child(which: str, steps: int, batch: int, length: int, profile: bool) -> dic
 
 def peak_live_bytes(p) -> int:
     """Peak of (bytes allocated - bytes freed) by tensors during the profiled step (allocator-independent)."""
-    mem = sorted((e.time_range.start, e.cpu_memory_usage) for e in p.events() if e.name == "[memory]")
+    mem = sorted((e.start_ns(), e.nbytes()) for e in p.profiler.kineto_results.events() if e.name() == "[memory]")
     live = peak = 0
     for _, delta in mem:
         live += delta

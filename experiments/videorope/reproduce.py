@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-QUICK = ["trainer.max_steps=300", "trainer.val_check_interval=300", "task.eval_samples=8"]
+QUICK = ["trainer.max_steps=400", "trainer.val_check_interval=400", "task.eval_samples=8"]
 
 
 def sweep(task: str, out: Path, extra: list[str]) -> Path:

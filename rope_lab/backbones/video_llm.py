@@ -20,7 +20,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from rope_lab.backbones.blocks import DecoderBlock, RMSNorm
+from rope_lab.backbones.blocks import DecoderBlock
 from rope_lab.backbones.decoder import Decoder, DecoderConfig
 from rope_lab.backbones.registry import register_backbone
 from rope_lab.pe.base import IMAGE, VIDEO, AttentionGeometry, KVCache, PositionalEncoding, Positions

@@ -97,9 +97,12 @@ def load_haystack_frames(size: int, data_dir: str | Path | None = None, frames_p
         raise ValueError(f"frame size must be >= 4 pixels, got {size}")
     sources = []
     if frames_path:
-        key = _folder_key(frames_path)
-        sources.append(Source(f"user frames {frames_path}",
-                              lambda cache: _cached(cache, f"user_{key}_{size}", lambda: folder_sequences(frames_path, size))))
+        cache_name = f"user_{_folder_key(frames_path)}_{size}"
+
+        def user(cache: Path) -> Path:
+            return _cached(cache, cache_name, lambda: folder_sequences(frames_path, size))
+
+        sources.append(Source(f"user frames {frames_path}", user))
     sources.append(Source("debian:visp-images-data", lambda cache: visp_sequences(cache, size)))
     path, name = resolve("video_frames", sources, data_dir or DEFAULT_DATA_DIR)
     with np.load(path) as data:

@@ -185,13 +185,11 @@ class PositionalEncoding(nn.Module):
         if cache is not None:
             past = 0 if cache.keys[layer] is None else cache.keys[layer].shape[-2]
             k, v = cache.append(layer, k, v)
-        if k.shape[1] != q.shape[1]:  # grouped-query attention
-            rep = q.shape[1] // k.shape[1]
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        gqa = k.shape[1] != q.shape[1]  # grouped-query attention: SDPA shares key heads without copying them
         mask = self._mask(state, layer, q.shape[-2], k.shape[-2], past, causal, cache, q.device)
         if mask is None and causal and past == 0:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
 
     # -- helpers ----------------------------------------------------------------------------------
     def _mask(self, state, layer, nq, nk, past, causal, cache, device) -> Tensor | None:

@@ -64,3 +64,19 @@ def test_reproduce_base_bound():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.main([])
+
+
+def test_sweep_table_and_plot(tmp_path):
+    from rope_lab.analysis.base_bound import base_sweep_tables
+    from rope_lab.analysis.results import RunResult
+
+    def run(base, acc):
+        cfg = {"pe": {"base": base}, "task": {"train_length": 256}, "backbone": {"dim": 128, "n_heads": 4}}
+        metrics = {"val/ppl@256": 3.0, "val/passkey@len=256/depth=0.5": acc, "val/passkey_acc": acc}
+        return RunResult(tmp_path, "lm_longctx", "rope", metrics, cfg, [f"pe.base={base}"])
+
+    paths = base_sweep_tables([run(100.0, 0.0), run(10000.0, 1.0)], tmp_path)
+    text = paths[0].read_text()
+    assert "b* = 2168.06" in text and "no (B<0 at m=" in text and "| 10000 | yes |" in text
+    assert paths[1].stat().st_size > 0
+    assert base_sweep_tables([run(100.0, 0.0)], tmp_path) == []

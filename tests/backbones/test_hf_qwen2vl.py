@@ -19,9 +19,9 @@ SEG = Segments(prompt=4, grids=2, grid_h=2, grid_w=2, tail=5)  # T=2 <= max(H', 
 def wrapper(pe_name: str) -> HFQwen2VL:
     torch.manual_seed(0)
     spec = TaskSpec(num_axes=4, vocab_size=64, extra={"patch_size": 4})
-    return HFQwen2VL(HFQwen2VLConfig(hidden_size=64, num_attention_heads=2, num_key_value_heads=1,
-                                     intermediate_size=96, vision_embed_dim=32), build_pe({"name": pe_name, "base": 1e6}),
-                     spec).eval()
+    cfg = HFQwen2VLConfig(hidden_size=64, num_attention_heads=2, num_key_value_heads=1, intermediate_size=96,
+                          vision_embed_dim=32)
+    return HFQwen2VL(cfg, build_pe({"name": pe_name, "base": 1e6}), spec).eval()
 
 
 def inputs():

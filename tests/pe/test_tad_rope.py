@@ -42,3 +42,9 @@ def test_decoding_advances_two_per_token():
     assert cache.pe_state[CACHE_KEY].item() == -33  # next id = 2 * 39 + delta = 45 (reference rope_deltas)
     assert pe.position_map(full.slice(39, 40), cache)[0, 0, 0].item() == 45
     assert pe.position_map(full.slice(40, 41), cache)[0, 0, 0].item() == 47
+
+
+def test_vanilla_rope_row_of_the_worked_example():
+    """``pe=rope`` on multimodal positions is VideoRoPE's vanilla baseline: video 3..38, trailing text 39, 40."""
+    m = ids("rope", sequence(*WORKED))[:, 0]
+    assert m[3:39].tolist() == list(range(3, 39)) and m[39:].tolist() == [39, 40]

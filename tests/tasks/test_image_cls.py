@@ -90,8 +90,18 @@ def test_bad_input_errors(tmp_path):
         ImageClassificationTask(ImageClsConfig(dataset="imagefolder"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ImageClassificationTask(ImageClsConfig(dataset="imagefolder", data_path=str(tmp_path / "nope")))
-    with pytest.raises(FileNotFoundError, match="imagenet-1k"):
-        ImageClsDataModule(ImageClsConfig(dataset="imagenet-1k", data_path=str(tmp_path), data_dir=str(tmp_path))).setup()
+
+
+def test_imagenet_without_data_names_both_sources(tmp_path, monkeypatch):
+    from rope_lab.tasks.image_cls import sources
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(sources, "_hf_load", offline)  # this machine has no hub access; never try the network
+    cfg = ImageClsConfig(dataset="imagenet-1k", data_path=str(tmp_path), data_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"no ImageFolder tree.*ILSVRC/imagenet-1k.*no network"):
+        ImageClsDataModule(cfg).setup()
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:
