@@ -26,7 +26,7 @@ def grid(values: dict[tuple[int, float], float]) -> tuple[list[int], list[float]
     return lengths, depths, arr
 
 
-def _draw(ax, values, title: str, train_length: int | None = None):
+def _draw(ax, values, title: str, train_length: int | None = None, ylabel: bool = True):
     lengths, depths, arr = grid(values)
     im = ax.imshow(arr, cmap=CMAP, vmin=0.0, vmax=1.0, aspect="auto")
     ax.set_xticks(range(len(lengths)), [str(n) for n in lengths])
@@ -38,7 +38,8 @@ def _draw(ax, values, title: str, train_length: int | None = None):
     if train_length is not None and train_length in lengths:
         ax.axvline(lengths.index(train_length) + 0.5, color="black", linestyle="--", linewidth=1)
     ax.set_xlabel("haystack frames")
-    ax.set_ylabel("needle depth")
+    if ylabel:
+        ax.set_ylabel("needle depth")
     ax.set_title(title, fontsize=9)
     return im
 
@@ -62,11 +63,11 @@ def plot_heatmaps(panels: dict[str, dict[tuple[int, float], float]], path: Path 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n = max(1, len(panels))
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False, sharey=True)
     im = None
-    for ax, (label, values) in zip(axes[0], panels.items()):
+    for i, (ax, (label, values)) in enumerate(zip(axes[0], panels.items())):
         mean = float(np.nanmean(list(values.values()))) if values else float("nan")
-        im = _draw(ax, values, f"{label}\nmean {mean:.3f}", train_length)
+        im = _draw(ax, values, f"{label}\nmean {mean:.3f}", train_length, ylabel=i == 0)
     if im is not None:
         fig.colorbar(im, ax=axes[0].tolist(), label="accuracy", shrink=0.8)
     fig.savefig(path, dpi=120, bbox_inches="tight")

@@ -117,7 +117,8 @@ class ViT(nn.Module):
     def tokens(self, images: Tensor, positions: Positions) -> tuple[Tensor, PEState]:
         """Patch + prefix tokens after the input PE site, and the PE state for the blocks."""
         if images.shape[-2] % self.patch_size or images.shape[-1] % self.patch_size:
-            raise ValueError(f"image size {tuple(images.shape[-2:])} is not divisible by the patch size {self.patch_size}")
+            raise ValueError(f"image size {tuple(images.shape[-2:])} is not divisible by the patch size "
+                             f"{self.patch_size}")
         x = self.patch_embed(images)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)

@@ -95,7 +95,8 @@ class AbsolutePE(PositionalEncoding):
             self.table = nn.Parameter(torch.randn(geometry.max_tokens, geometry.dim) * self.cfg.init_std)
         elif len(geometry.grid) == 2:
             self.grid = (int(geometry.grid[0]), int(geometry.grid[1]))
-            self.table = nn.Parameter(nn.init.trunc_normal_(torch.empty(*self.grid, geometry.dim), std=self.cfg.init_std))
+            table = nn.init.trunc_normal_(torch.empty(*self.grid, geometry.dim), std=self.cfg.init_std)
+            self.table = nn.Parameter(table)
         else:
             raise ValueError(f"learned ape supports a 1-D table or a 2-D grid; got grid={tuple(geometry.grid)}")
         return self

@@ -49,7 +49,8 @@ class MixedRoPE(Rotary):
         rotary_dim = 2 * self.n_pairs
         if rotary_dim % 4:
             raise ValueError(f"rope_mixed needs a rotary dim divisible by 4 (two directions of hd/4 pairs); "
-                             f"got {rotary_dim} (head_dim={geometry.head_dim}, rotary_fraction={self.cfg.rotary_fraction})")
+                             f"got {rotary_dim} (head_dim={geometry.head_dim}, "
+                             f"rotary_fraction={self.cfg.rotary_fraction})")
         freqs = init_random_2d_freqs(rotary_dim, geometry.depth, geometry.n_heads, self.cfg.base, self.cfg.rotate)
         self.freqs = nn.Parameter(freqs)  # (2 = x|y, depth, heads, P)
         return self

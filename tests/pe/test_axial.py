@@ -52,7 +52,8 @@ def test_naver_layout_x_first_interleaved():
     q = torch.ones(1, 1, 1, hd)
     only_col = Positions(torch.tensor([[[0.0, 3.0]]]))
     q2, _ = rotate(pe, q, q, only_col)
-    assert not torch.allclose(q2[..., : hd // 2], q[..., : hd // 2]) and torch.equal(q2[..., hd // 2 :], q[..., hd // 2 :])
+    half = hd // 2
+    assert not torch.allclose(q2[..., :half], q[..., :half]) and torch.equal(q2[..., half:], q[..., half:])
     freqs = 1.0 / 100.0 ** (torch.arange(0, hd, 4)[: hd // 4].float() / hd)  # naver compute_axial_cis
     ang = 3.0 * freqs
     expect = torch.stack((ang.cos() - ang.sin(), ang.sin() + ang.cos()), -1).flatten()
@@ -71,7 +72,8 @@ def test_flux_three_axis_ids():
     ang = torch.cat([ids[0, :, a, None] * (1.0 / theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d)).float()
                      for a, d in enumerate(axes_dim)], -1)
     x = q[0, 0].reshape(5, -1, 2)
-    ref = torch.stack((x[..., 0] * ang.cos() - x[..., 1] * ang.sin(), x[..., 0] * ang.sin() + x[..., 1] * ang.cos()), -1)
+    a, b = x[..., 0], x[..., 1]
+    ref = torch.stack((a * ang.cos() - b * ang.sin(), a * ang.sin() + b * ang.cos()), -1)
     torch.testing.assert_close(q2[0, 0], ref.flatten(-2), atol=1e-5, rtol=1e-5)
 
 

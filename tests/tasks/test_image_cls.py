@@ -144,6 +144,6 @@ def test_reproduce_rope_vit_multires(tmp_path):
     sys.path.insert(0, str(ROOT))
     from experiments.rope_vit.reproduce import main as reproduce
 
-    out = reproduce(["--out", str(tmp_path / "runs")])
+    out = reproduce(["--out", str(tmp_path / "runs"), "--tables", str(tmp_path / "tables")])
     text = (out / "image_cls.md").read_text()
     assert "RoPE-ViT trends" in text and (out / "acc_vs_resolution.png").exists()

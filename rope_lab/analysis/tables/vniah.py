@@ -45,7 +45,9 @@ def make(runs: list[RunResult], out_dir: Path, task: str) -> list[Path]:
             + markdown_table(rows, header))
     table = out_dir / f"{task}.md"
     table.write_text(text + "\n")
-    plot = plot_heatmaps({r.label: cells(r) for r in _sorted(runs)}, out_dir / f"{task}_heatmaps.png", train)
+    short = len({r.pe for r in runs}) == len(runs)  # one run per variant: panel titles by variant name
+    panels = {(r.pe if short else r.label): cells(r) for r in _sorted(runs)}
+    plot = plot_heatmaps(panels, out_dir / f"{task}_heatmaps.png", train)
     return [table, plot]
 
 
