@@ -8,6 +8,8 @@ the run itself is never touched.
 """
 
 import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP; see rope_lab/__init__.py
 import sys
 
 from rope_lab.evaluate import evaluate, parse_overrides

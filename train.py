@@ -2,6 +2,8 @@
 
 import os
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP; see rope_lab/__init__.py
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
