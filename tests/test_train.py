@@ -111,12 +111,28 @@ def test_bad_input_is_a_clear_error(tmp_path, override, message):
     assert message in res.stderr, res.stderr[-2000:]
 
 
-EXPERIMENTS = sorted(str(p.relative_to(CONFIGS / "experiment").with_suffix("")) for p in (CONFIGS / "experiment").rglob("*.yaml"))
+def _experiments() -> list[list[str]]:
+    """Standalone experiment files; files under a ``variant/`` folder are sweep members applied on top of their
+    parent experiment (``experiment=drope/aircraft +experiment/drope/variant=rpe``) and run that way."""
+    runs = []
+    for p in sorted((CONFIGS / "experiment").rglob("*.yaml")):
+        rel = p.relative_to(CONFIGS / "experiment").with_suffix("")
+        if rel.parent.name == "variant":
+            runs.append([f"experiment={_parent(rel.parent.parent)}", f"+experiment/{rel.parent}={rel.name}"])
+        else:
+            runs.append([f"experiment={rel}"])
+    return runs
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def _parent(folder: Path) -> str:
+    """The one standalone experiment in a folder that has a variant/ sub-group."""
+    (main,) = [p for p in (CONFIGS / "experiment" / folder).glob("*.yaml")]
+    return str(folder / main.stem)
+
+
+@pytest.mark.parametrize("experiment", _experiments(), ids=lambda e: " ".join(e))
 def test_every_experiment_config_runs_fast_dev_run(tmp_path, experiment):
-    res = subprocess.run([sys.executable, "train.py", f"experiment={experiment}", "debug=fast",
+    res = subprocess.run([sys.executable, "train.py", *experiment, "debug=fast",
                           f"paths.output_dir={tmp_path}/outputs", f"paths.multirun_dir={tmp_path}/multirun",
                           "trainer.enable_progress_bar=false"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
