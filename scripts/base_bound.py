@@ -9,6 +9,10 @@ float64 (default) is exact; float32 emulates Su's JAX code and reproduces his ro
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # tiny matmuls: threads only contend (set before numpy loads)
+
 import argparse
 import time
 from pathlib import Path

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 NEEDLE = " The pass key is {key}. Remember it. {key} is the pass key. "
 QUESTION = " What is the pass key? The pass key is {key}"
@@ -41,17 +40,7 @@ class PasskeyDataset:
         return {"tokens": torch.from_numpy(seq), "loss_mask": torch.ones(total - 1, dtype=torch.bool),
                 "answer_mask": answer}
 
-    def fixed(self, total: int, depth: float, count: int, seed: int) -> Dataset:
+    def fixed(self, total: int, depth: float, count: int, seed: int) -> list[dict]:
+        """``count`` samples, the same on every run (a list is a map-style dataset for DataLoader)."""
         rng = np.random.default_rng([seed, total, int(depth * 1000)])
-        return _ListDataset([self.sample(rng, total, depth) for _ in range(count)])
-
-
-class _ListDataset(Dataset):
-    def __init__(self, items: list[dict]) -> None:
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.items[i]
+        return [self.sample(rng, total, depth) for _ in range(count)]

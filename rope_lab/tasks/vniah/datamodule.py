@@ -131,17 +131,6 @@ class TrainItems(Dataset):
         return self.builder.item(rng, self.builder.cfg.train_frames, float(rng.random()))
 
 
-class FixedItems(Dataset):
-    def __init__(self, items: list[dict]) -> None:
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.items[i]
-
-
 class VNIAHDataModule(L.LightningDataModule):
     def __init__(self, cfg: VNIAHConfig, seed: int, total_steps: int) -> None:
         super().__init__()
@@ -173,5 +162,5 @@ class VNIAHDataModule(L.LightningDataModule):
         for n, d in self.cells():
             rng = np.random.default_rng([self.seed, 1, n, int(round(d * 1000))])
             items = [self.eval_builder.item(rng, n, d) for _ in range(self.cfg.eval_samples)]
-            loaders.append(DataLoader(FixedItems(items), self.cfg.eval_batch_size))
+            loaders.append(DataLoader(items, self.cfg.eval_batch_size))  # a list is a map-style dataset
         return loaders
