@@ -68,19 +68,6 @@ def test_bad_arguments():
         BoundSearch(1024, head_dim=7)
 
 
-@pytest.mark.slow
-def test_reproduce_base_bound():
-    """The paper reproduction (experiments/base_bound); see its README for the claim, numbers and wall time."""
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[2] / "experiments" / "base_bound" / "reproduce.py"
-    spec = importlib.util.spec_from_file_location("reproduce_base_bound", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main([])
-
-
 def test_sweep_table_and_plot(tmp_path):
     from rope_lab.analysis.base_bound import base_sweep_tables
     from rope_lab.analysis.results import RunResult

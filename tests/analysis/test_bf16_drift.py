@@ -33,16 +33,3 @@ def test_run_and_plot(tmp_path):
     series = run(length=24, head_dim=16, heads=2, batch=1, offsets=[0, 64])
     assert "E bf16 vs fp32, anchor at 0" in series
     assert plot(series, tmp_path / "d.png").stat().st_size > 0
-
-
-@pytest.mark.slow
-def test_reproduce_bf16_anchor():
-    """The paper reproduction (experiments/bf16_anchor); see its README for the claim, numbers and wall time."""
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[2] / "experiments" / "bf16_anchor" / "reproduce.py"
-    spec = importlib.util.spec_from_file_location("reproduce_bf16_anchor", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main([])

@@ -77,16 +77,3 @@ def test_composes_with_a_scaling():
 def test_p_outside_unit_interval_is_an_error(p):
     with pytest.raises(ValueError, match=rf"pe.p in \[0, 1\].*{p}"):
         build_pe({"name": "p_rope", "p": p})
-
-
-@pytest.mark.slow
-def test_reproduce_p_rope():
-    """The paper reproduction (experiments/p_rope); see its README for the claim, numbers and wall time."""
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[2] / "experiments" / "p_rope" / "reproduce.py"
-    spec = importlib.util.spec_from_file_location("reproduce_p_rope", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main([])

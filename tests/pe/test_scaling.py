@@ -314,16 +314,3 @@ def test_attention_factor_squares_into_logits():
     state = pe.prepare(Positions.sequence(1, 5))
     rq, rk = pe.rotate(q, k, state, 0)
     assert rq.norm() / q.norm() == pytest.approx(0.1 * math.log(8) + 1, rel=1e-5)
-
-
-@pytest.mark.slow
-def test_reproduce_yarn():
-    """The paper reproduction (experiments/yarn); see its README for the claim, numbers and wall time."""
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[2] / "experiments" / "yarn" / "reproduce.py"
-    spec = importlib.util.spec_from_file_location("reproduce_yarn", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main([])
