@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_curve(series: dict[str, dict[float, float]], path: Path | str, xlabel: str, ylabel: str,
-               logy: bool = False, logx: bool = True, title: str | None = None, vline: float | None = None) -> Path:
+               logy: bool = False, logx: bool = True, title: str | None = None, vline: float | None = None,
+               vline_label: str = "training length") -> Path:
     """One line per series name: {x: y}. Writes a PNG and returns its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -20,7 +21,7 @@ def plot_curve(series: dict[str, dict[float, float]], path: Path | str, xlabel: 
         xs = sorted(pts)
         ax.plot(xs, [pts[x] for x in xs], marker="o", label=name)
     if vline is not None:
-        ax.axvline(vline, color="grey", linestyle="--", label="training length")
+        ax.axvline(vline, color="grey", linestyle="--", label=vline_label)
     if logx:
         ax.set_xscale("log", base=2)
     if logy:

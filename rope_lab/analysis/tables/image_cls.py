@@ -54,5 +54,5 @@ def image_cls_tables(runs: list[RunResult], out_dir: Path) -> list[Path]:
     table = out_dir / "image_cls.md"
     table.write_text(text + "\n")
     plot = plot_curve(curves, out_dir / "acc_vs_resolution.png", "test resolution (px)", "top-1 accuracy",
-                      logx=False, vline=train_res, title="RoPE-ViT Fig. 3 style")
+                      logx=False, vline=train_res, vline_label="training resolution", title="RoPE-ViT Fig. 3 style")
     return [table, plot]
