@@ -84,6 +84,11 @@ def build(shape: Shape, kernel: str, device: str):
 
 
 def timed(fn, repeats: int) -> float:
+    """Best wall time of ``repeats`` calls (CPU); on CUDA, triton's do_bench (CUDA events, L2 flushed, mean)."""
+    if torch.cuda.is_available():
+        from triton.testing import do_bench
+
+        return do_bench(fn, warmup=10, rep=max(25, 10 * repeats)) * 1e-3
     fn()
     best = math.inf
     for _ in range(repeats):
@@ -189,14 +194,15 @@ def format_row(row: dict) -> str:
 
 def markdown(result: dict) -> str:
     names = list(result["rows"][0]["methods"])
-    head = ["shape", "dtype", "pass", "copy ms", "clone ms", *[f"{n} (x clone)" for n in names],
+    ratio = "x_copy" if result["device"] == "cuda" else "x_clone"  # GPU: the copy is the bandwidth floor
+    head = ["shape", "dtype", "pass", "copy ms", "clone ms", *[f"{n} ({ratio.replace('_', ' ')})" for n in names],
             "angle err ours / naive fp32 (rad)", "max err vs exact: ours / library (same layout)"]
     lines = [f"Measured {result['date']} on {result['machine']} ({result['threads']} threads, {result['device']}); "
              f"{result['thp']}. {result['note']}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["rows"]:
         cells = [r["shape"], r["dtype"], r["mode"], f"{r['copy_ms']:.1f}", f"{r['clone_ms']:.1f}"]
-        cells += [f"{r['methods'][n]['x_clone']:.2f} ({r['methods'][n]['ms']:.1f} ms)" for n in names]
+        cells += [f"{r['methods'][n][ratio]:.2f} ({r['methods'][n]['ms']:.3g} ms)" for n in names]
         cells.append(f"{r['angle_err_ours']:.1e} / {r['angle_err_naive_fp32']:.1e}")
         ours = [m["max_err_vs_exact"] for n, m in r["methods"].items() if "max_err_vs_exact" in m and "ours" in n]
         lib = [m["max_err_vs_exact"] for n, m in r["methods"].items() if "max_err_vs_exact" in m and "ours" not in n]
@@ -212,6 +218,8 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="multiply batch sizes (e.g. 0.25 for a quick run)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--kernels", nargs="+", choices=["eager", "auto", "compiled", "triton"], default=None,
+                    help="our backends to time (default: every one available; 'eager' is always included)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -219,6 +227,8 @@ def main() -> None:
     kernels = ["eager", "auto"] + (["compiled"] if compiled.compile_available(device) else [])
     if triton_rope.available():
         kernels.append("triton")
+    if args.kernels:
+        kernels = ["eager", *[k for k in kernels if k in args.kernels and k != "eager"]]
     rows = []
     for shape in SHAPES:
         shape = Shape(shape.name, shape.pe, max(1, round(shape.batch * args.scale)), shape.heads, shape.length,
@@ -227,10 +237,13 @@ def main() -> None:
             rows += bench_shape(shape, dtype, args.repeats, device, kernels)
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.processor() or platform.machine(),
               "threads": torch.get_num_threads(), "device": device, "thp": thp_setting(), "torch": torch.__version__,
-              "note": f"min of {args.repeats} repeats; batch scale {args.scale}; CPU shared with other jobs.",
+              "note": f"batch scale {args.scale}; " + (
+                  f"{torch.cuda.get_device_name()}, triton do_bench means (L2 flushed); x copy = 1 / fraction of "
+                  "the memory-bandwidth floor" if device == "cuda" else
+                  f"min of {args.repeats} repeats; CPU shared with other jobs."),
               "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
-    suffix = "" if os.environ.get("THP_MEM_ALLOC_ENABLE") != "1" else "_thp"
+    suffix = "_cuda" if device == "cuda" else "" if os.environ.get("THP_MEM_ALLOC_ENABLE") != "1" else "_thp"
     (args.out / f"rope_bench{suffix}.json").write_text(json.dumps(result, indent=1))
     (args.out / f"rope_bench{suffix}.md").write_text(markdown(result))
     print(f"wrote {args.out}/rope_bench{suffix}.json and .md")

@@ -175,7 +175,8 @@ class Rotary(PositionalEncoding):
                 tables = self._tables(state, freq)
         if fly is not None:
             coords, split, factor_t = fly
-            self._kv_heads(split[0][None], k)
+            if split[0].shape[0] > 1:  # a per-head plan must match the key heads too
+                self._kv_heads(split[0][None], k)
             layout = self.cfg.pair_layout
             return (triton_rope.rotate(q, coords, split, factor_t, layout),
                     triton_rope.rotate(k, coords, split, factor_t, layout))
