@@ -178,8 +178,7 @@ class Rotary(PositionalEncoding):
             if split[0].shape[0] > 1:  # a per-head plan must match the key heads too
                 self._kv_heads(split[0][None], k)
             layout = self.cfg.pair_layout
-            return (triton_rope.rotate(q, coords, split, factor_t, layout),
-                    triton_rope.rotate(k, coords, split, factor_t, layout))
+            return triton_rope.rotate_qk(q, k, coords, split, factor_t, layout)
         return self._rotate_tables(q, k, *tables, factor, resolve_kernel(self.cfg.kernel, q.device, q.numel()))
 
     def _rotate_tables(self, q: Tensor, k: Tensor, cos: Tensor, sin: Tensor, factor, kernel: str):

@@ -1,18 +1,20 @@
 """Triton rotary kernel (CUDA): angles computed on the fly from positions x frequencies, no cos/sin tables.
 
-One program rotates ROWS rows (b, h, n) x all P pairs: it loads the A coordinates of each row, the split plan
-(g1, g2, g3 revolutions, see ``angles.py``) of the row's head, forms the precisely reduced angle, and rotates the
-pairs of x in fp32 with a single cast at the store. The backward is the same kernel with the angle negated
-(R(theta)^T = R(-theta)), so forward and backward each read x (or the gradient) once and write once.
-Gradients flow to x only: the Rotary core uses this kernel only when the frequency plan needs no gradient.
+One launch rotates q and k together. A program takes ROWS token positions (b, n): it loads their A coordinates,
+forms the precisely reduced angles from the split plan (g1, g2, g3 revolutions, see ``angles.py``) once, and then
+loops over the heads of q and of k, so the angle arithmetic (several floors, a cos and a sin per pair) is shared
+by every head instead of being redone per head: that keeps the kernel memory-bound. Per-head plans (e.g. frozen
+RoPE-Mixed frequencies) recompute the angles per head. Each head's rows are loaded and stored as contiguous
+blocks (the interleaved layout is de-interleaved in registers), the rotation is done in fp32 with a single cast
+at the store. The backward is the same kernel with the angle negated (R(theta)^T = R(-theta)), so forward and
+backward each read their input once and write once. Gradients flow to q and k only: the Rotary core uses this
+kernel only when the frequency plan needs no gradient.
 
-Untested on hardware in the session that wrote it (no GPU was lent); ``tests/pe/test_kernels.py`` checks it
-against the eager oracle on CUDA (marked ``gpu``).
+Checked against the eager oracle on CUDA by ``tests/pe/test_kernels.py`` (marked ``gpu``) and, without a GPU,
+in Triton's interpreter (``TRITON_INTERPRET=1``).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor
@@ -24,8 +26,7 @@ except ImportError:  # pragma: no cover - depends on the install
     triton = None
     tl = None
 
-TWO_PI = 2.0 * math.pi
-_ELEMENTS_PER_PROGRAM = 4096
+_TARGET_PROGRAMS = 1024  # enough programs to fill ~132 SMs several times over
 
 
 def available() -> bool:
@@ -39,24 +40,8 @@ if triton is not None:
         return x - tl.floor(x + 0.5)
 
     @triton.jit
-    def _rope_fwd_kernel(
-        x_ptr, out_ptr, coords_ptr, g1_ptr, g2_ptr, g3_ptr, factor_ptr,
-        n_rows, H, N, P, D,
-        sxb, sxh, sxn, sxd,
-        sob, soh, son,
-        scb, scn, sca,
-        sgh,
-        SIGN: tl.constexpr, A: tl.constexpr, INTERLEAVED: tl.constexpr,
-        ROWS: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_REST: tl.constexpr,
-    ):
-        rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)
-        row_ok = rows < n_rows
-        n = rows % N
-        h = (rows // N) % H
-        b = rows // (N * H)
-        p = tl.arange(0, BLOCK_P)
-        ok = row_ok[:, None] & (p < P)[None, :]
-
+    def _cos_sin(coords_ptr, g1_ptr, g2_ptr, g3_ptr, factor, sign, b, n, row_ok, p, p_ok, plan_off,
+                 scb, scn, sca, P, A: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr):
         rev = tl.zeros((ROWS, BLOCK_P), dtype=tl.float32)
         for a in tl.static_range(A):
             pos = tl.load(coords_ptr + b * scb + n * scn + a * sca, mask=row_ok, other=0.0).to(tl.float32)
@@ -65,83 +50,126 @@ if triton is not None:
             mid = (whole - hi)[:, None]
             fr = (pos - whole)[:, None]
             hi = hi[:, None]
-            goff = h[:, None] * sgh + a * P + p[None, :]
-            g1 = tl.load(g1_ptr + goff, mask=ok, other=0.0)
-            g2 = tl.load(g2_ptr + goff, mask=ok, other=0.0)
-            g3 = tl.load(g3_ptr + goff, mask=ok, other=0.0)
+            goff = plan_off + a * P + p
+            g1 = tl.load(g1_ptr + goff, mask=p_ok, other=0.0)[None, :]
+            g2 = tl.load(g2_ptr + goff, mask=p_ok, other=0.0)[None, :]
+            g3 = tl.load(g3_ptr + goff, mask=p_ok, other=0.0)[None, :]
             rev += _frac(hi * g1) + _frac(hi * g2) + _frac(mid * g1) + _frac(mid * g2)
             rev += (hi + mid) * g3 + fr * (g1 + g2 + g3)
         angle = _frac(rev) * 6.283185307179586
-        factor = tl.load(factor_ptr).to(tl.float32)
-        cos = tl.cos(angle) * factor
-        sin = tl.sin(angle) * factor * SIGN
+        return tl.cos(angle) * factor, tl.sin(angle) * (factor * sign)
 
-        if INTERLEAVED:
-            i1 = 2 * p
-            i2 = 2 * p + 1
+    @triton.jit
+    def _rotate_rows(x_row, o_row, sxd, cos, sin, row_ok, p, P, D,
+                     INTERLEAVED: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr,
+                     BLOCK_REST: tl.constexpr):
+        out_ty = o_row.dtype.element_ty
+        if INTERLEAVED:  # one contiguous load of the 2P rotated channels, split into (even, odd) in registers
+            d = tl.arange(0, 2 * BLOCK_P)
+            dok = row_ok[:, None] & (d < 2 * P)[None, :]
+            xx = tl.load(x_row[:, None] + d[None, :] * sxd, mask=dok, other=0.0).to(tl.float32)
+            x1, x2 = tl.split(tl.reshape(xx, (ROWS, BLOCK_P, 2)))
+            out = tl.reshape(tl.join(x1 * cos - x2 * sin, x2 * cos + x1 * sin), (ROWS, 2 * BLOCK_P))
+            tl.store(o_row[:, None] + d[None, :], out.to(out_ty), mask=dok)
         else:
-            i1 = p
-            i2 = p + P
-        x_row = x_ptr + b * sxb + h * sxh + n * sxn
-        o_row = out_ptr + b * sob + h * soh + n * son
-        x1 = tl.load(x_row[:, None] + i1[None, :] * sxd, mask=ok, other=0.0).to(tl.float32)
-        x2 = tl.load(x_row[:, None] + i2[None, :] * sxd, mask=ok, other=0.0).to(tl.float32)
-        out_ty = out_ptr.dtype.element_ty
-        tl.store(o_row[:, None] + i1[None, :], (x1 * cos - x2 * sin).to(out_ty), mask=ok)
-        tl.store(o_row[:, None] + i2[None, :], (x2 * cos + x1 * sin).to(out_ty), mask=ok)
-
+            ok = row_ok[:, None] & (p < P)[None, :]
+            x1 = tl.load(x_row[:, None] + p[None, :] * sxd, mask=ok, other=0.0).to(tl.float32)
+            x2 = tl.load(x_row[:, None] + (p + P)[None, :] * sxd, mask=ok, other=0.0).to(tl.float32)
+            tl.store(o_row[:, None] + p[None, :], (x1 * cos - x2 * sin).to(out_ty), mask=ok)
+            tl.store(o_row[:, None] + (p + P)[None, :], (x2 * cos + x1 * sin).to(out_ty), mask=ok)
         if BLOCK_REST > 0:  # partial rotary: channels 2P..D-1 pass through
             r = 2 * P + tl.arange(0, BLOCK_REST)
             rok = row_ok[:, None] & (r < D)[None, :]
-            rest = tl.load(x_row[:, None] + r[None, :] * sxd, mask=rok, other=0.0)
-            tl.store(o_row[:, None] + r[None, :], rest, mask=rok)
+            tl.store(o_row[:, None] + r[None, :], tl.load(x_row[:, None] + r[None, :] * sxd, mask=rok), mask=rok)
+
+    @triton.jit
+    def _rope_qk_kernel(
+        q_ptr, k_ptr, oq_ptr, ok_ptr, coords_ptr, g1_ptr, g2_ptr, g3_ptr, factor_ptr, sign,
+        n_rows, N, HQ, HK, P, D,
+        sqb, sqh, sqn, sqd, skb, skh, skn, skd,
+        soqb, soqh, soqn, sokb, sokh, sokn,
+        scb, scn, sca,
+        A: tl.constexpr, PER_HEAD: tl.constexpr, INTERLEAVED: tl.constexpr,
+        ROWS: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_REST: tl.constexpr,
+    ):
+        rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)
+        row_ok = rows < n_rows
+        n = rows % N
+        b = rows // N
+        p = tl.arange(0, BLOCK_P)
+        p_ok = p < P
+        factor = tl.load(factor_ptr).to(tl.float32)
+        cos, sin = _cos_sin(coords_ptr, g1_ptr, g2_ptr, g3_ptr, factor, sign, b, n, row_ok, p, p_ok, 0,
+                            scb, scn, sca, P, A, ROWS, BLOCK_P)
+        for h in range(HQ):
+            if PER_HEAD:
+                cos, sin = _cos_sin(coords_ptr, g1_ptr, g2_ptr, g3_ptr, factor, sign, b, n, row_ok, p, p_ok,
+                                    h * A * P, scb, scn, sca, P, A, ROWS, BLOCK_P)
+            _rotate_rows(q_ptr + b * sqb + h * sqh + n * sqn, oq_ptr + b * soqb + h * soqh + n * soqn, sqd,
+                         cos, sin, row_ok, p, P, D, INTERLEAVED, ROWS, BLOCK_P, BLOCK_REST)
+        for h in range(HK):
+            if PER_HEAD:
+                cos, sin = _cos_sin(coords_ptr, g1_ptr, g2_ptr, g3_ptr, factor, sign, b, n, row_ok, p, p_ok,
+                                    h * A * P, scb, scn, sca, P, A, ROWS, BLOCK_P)
+            _rotate_rows(k_ptr + b * skb + h * skh + n * skn, ok_ptr + b * sokb + h * sokh + n * sokn, skd,
+                         cos, sin, row_ok, p, P, D, INTERLEAVED, ROWS, BLOCK_P, BLOCK_REST)
 
 
-def _launch(x: Tensor, coords: Tensor, plan: tuple[Tensor, Tensor, Tensor], factor: Tensor, interleaved: bool,
-            sign: float) -> Tensor:
-    """x (B, H, N, D) any strides; coords (B|1, N, A) fp32; plan 3 x (H|1, A, P) fp32 contiguous."""
-    batch, heads, length, dim = x.shape
+def _rows_per_program(n_rows: int, block_p: int) -> int:
+    """Token positions per program: as many as keep ~_TARGET_PROGRAMS programs, 4..32, and <= 4096 pairs."""
+    rows = triton.next_power_of_2(max(1, n_rows // _TARGET_PROGRAMS))
+    return max(4, min(rows, 32, max(1, 4096 // block_p)))
+
+
+def _launch(q: Tensor, k: Tensor, coords: Tensor, plan: tuple[Tensor, Tensor, Tensor], factor: Tensor,
+            interleaved: bool, sign: float) -> tuple[Tensor, Tensor]:
+    """q (B, Hq, N, D), k (B, Hk, N, D) any strides; coords (B|1, N, A) fp32; plan 3 x (H|1, A, P) fp32."""
+    batch, heads_q, length, dim = q.shape
+    heads_k = k.shape[1]
     g1, g2, g3 = plan
     axes, pairs = g1.shape[-2], g1.shape[-1]
-    if g1.shape[0] not in (1, heads):
-        raise ValueError(f"a per-head frequency plan ({g1.shape[0]} heads) cannot rotate {heads} heads")
+    per_head = g1.shape[0] > 1
+    if per_head and g1.shape[0] != heads_q or per_head and heads_k != heads_q:
+        raise ValueError(f"a per-head frequency plan ({g1.shape[0]} heads) cannot rotate {heads_q} query and "
+                         f"{heads_k} key heads; it needs n_heads == n_kv_heads == plan heads")
     coords = coords.expand(batch, length, axes)
-    out = torch.empty((batch, heads, length, dim), dtype=x.dtype, device=x.device)
-    n_rows = batch * heads * length
+    oq = torch.empty((batch, heads_q, length, dim), dtype=q.dtype, device=q.device)
+    ok = torch.empty((batch, heads_k, length, dim), dtype=k.dtype, device=k.device)
+    n_rows = batch * length
     if n_rows == 0:
-        return out
+        return oq, ok
     block_p = triton.next_power_of_2(pairs)
     rest = dim - 2 * pairs
-    block_rest = triton.next_power_of_2(rest) if rest > 0 else 0
-    rows = max(1, min(64, _ELEMENTS_PER_PROGRAM // (2 * block_p)))
-    grid = (triton.cdiv(n_rows, rows),)
-    _rope_fwd_kernel[grid](
-        x, out, coords, g1, g2, g3, factor,
-        n_rows, heads, length, pairs, dim,
-        *x.stride(), *out.stride()[:3], *coords.stride(),
-        axes * pairs if g1.shape[0] > 1 else 0,
-        SIGN=sign, A=axes, INTERLEAVED=interleaved, ROWS=rows, BLOCK_P=block_p, BLOCK_REST=block_rest,
-        num_warps=4,
+    rows = _rows_per_program(n_rows, block_p)
+    _rope_qk_kernel[(triton.cdiv(n_rows, rows),)](
+        q, k, oq, ok, coords, g1, g2, g3, factor, sign,
+        n_rows, length, heads_q, heads_k, pairs, dim,
+        *q.stride(), *k.stride(), *oq.stride()[:3], *ok.stride()[:3], *coords.stride(),
+        A=axes, PER_HEAD=per_head, INTERLEAVED=interleaved, ROWS=rows, BLOCK_P=block_p,
+        BLOCK_REST=triton.next_power_of_2(rest) if rest > 0 else 0, num_warps=4,
     )
-    return out
+    return oq, ok
 
 
 class _RotateOnTheFly(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, coords, g1, g2, g3, factor, interleaved):
+    def forward(ctx, q, k, coords, g1, g2, g3, factor, interleaved):
         ctx.save_for_backward(coords, g1, g2, g3, factor)
         ctx.interleaved = interleaved
-        return _launch(x, coords, (g1, g2, g3), factor, interleaved, 1.0)
+        return _launch(q, k, coords, (g1, g2, g3), factor, interleaved, 1.0)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, grad_q, grad_k):
         coords, g1, g2, g3, factor = ctx.saved_tensors
-        return _launch(grad, coords, (g1, g2, g3), factor, ctx.interleaved, -1.0), None, None, None, None, None, None
+        gq, gk = _launch(grad_q, grad_k, coords, (g1, g2, g3), factor, ctx.interleaved, -1.0)
+        return gq, gk, None, None, None, None, None, None
 
 
-def rotate(x: Tensor, coords: Tensor, plan: tuple[Tensor, Tensor, Tensor], factor: Tensor, layout: str) -> Tensor:
-    """factor * R(coords @ freq) x, with ``plan = split_plan(freq)``; differentiable in x."""
+def rotate_qk(q: Tensor, k: Tensor, coords: Tensor, plan: tuple[Tensor, Tensor, Tensor], factor: Tensor,
+              layout: str) -> tuple[Tensor, Tensor]:
+    """factor * R(coords @ freq) applied to q and k in one launch, ``plan = split_plan(freq)``; differentiable
+    in q and k."""
     if not available():
         raise RuntimeError("the Triton rotary kernel needs CUDA and the triton package")
     plan = tuple(g.contiguous() for g in plan)
-    return _RotateOnTheFly.apply(x, coords.float(), *plan, factor, layout == "interleaved")
+    return _RotateOnTheFly.apply(q, k, coords.float(), *plan, factor, layout == "interleaved")
