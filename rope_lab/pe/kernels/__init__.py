@@ -76,10 +76,28 @@ def resolve_kernel(name: str, device: torch.device, numel: int) -> str:
     return "eager"  # 'eager', small tensors, or 'triton' for a plan it cannot take (learnable, float64)
 
 
+def _token_major(x: Tensor) -> bool:
+    """x (B, H, N, D) is a head-transposed view of contiguous (B, N, H, D) memory (q/k straight from a linear)."""
+    return x.dim() == 4 and not x.is_contiguous() and x.transpose(1, 2).is_contiguous()
+
+
 def rotate_qk_tables(q: Tensor, k: Tensor, cos_q: Tensor, sin_q: Tensor, cos_k: Tensor, sin_k: Tensor,
                      layout: str, kernel: str) -> tuple[Tensor, Tensor]:
-    """Rotate q and k by cos/sin tables (B|1, H|1, N, P) with the eager or compiled backend."""
+    """Rotate q and k by cos/sin tables (B|1, H|1, N, P) with the eager or compiled backend.
+
+    Outputs keep the inputs' memory order: q/k that are (B, N, H, D) memory viewed as (B, H, N, D) stay so (as
+    HF's elementwise rotation keeps them), so attention writes its output in that order and the transpose back
+    to (B, N, H*D) before the output projection is free instead of a saved copy per layer.
+    """
     eager.check_layout(layout)
+    if _token_major(q) and _token_major(k):
+        t = lambda x: x.transpose(1, 2)  # noqa: E731 - rotate in the (B, N, H, D) frame: contiguous there
+        oq, ok = _rotate_qk(t(q), t(k), t(cos_q), t(sin_q), t(cos_k), t(sin_k), layout, kernel)
+        return t(oq), t(ok)
+    return _rotate_qk(q, k, cos_q, sin_q, cos_k, sin_k, layout, kernel)
+
+
+def _rotate_qk(q, k, cos_q, sin_q, cos_k, sin_k, layout: str, kernel: str) -> tuple[Tensor, Tensor]:
     if kernel == "compiled" and q.dtype != torch.float64 and k.dtype != torch.float64:
         return compiled.rotate_qk(q, k, cos_q, sin_q, cos_k, sin_k, layout)
     return eager.rotate(q, cos_q, sin_q, layout), eager.rotate(k, cos_k, sin_k, layout)

@@ -121,6 +121,12 @@ def _rows_per_program(n_rows: int, block_p: int) -> int:
     return max(4, min(rows, 32, max(1, 4096 // block_p)))
 
 
+def _output_like(x: Tensor) -> Tensor:
+    """An output in x's memory order (e.g. (B, N, H, D) memory viewed as (B, H, N, D), as q/k come from a linear,
+    so attention's output needs no copy), contiguous in the last dim as the kernel's stores assume."""
+    return torch.empty_like(x) if x.stride(-1) == 1 else torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+
 def _launch(q: Tensor, k: Tensor, coords: Tensor, plan: tuple[Tensor, Tensor, Tensor], factor: Tensor,
             interleaved: bool, sign: float) -> tuple[Tensor, Tensor]:
     """q (B, Hq, N, D), k (B, Hk, N, D) any strides; coords (B|1, N, A) fp32; plan 3 x (H|1, A, P) fp32."""
@@ -133,8 +139,7 @@ def _launch(q: Tensor, k: Tensor, coords: Tensor, plan: tuple[Tensor, Tensor, Te
         raise ValueError(f"a per-head frequency plan ({g1.shape[0]} heads) cannot rotate {heads_q} query and "
                          f"{heads_k} key heads; it needs n_heads == n_kv_heads == plan heads")
     coords = coords.expand(batch, length, axes)
-    oq = torch.empty((batch, heads_q, length, dim), dtype=q.dtype, device=q.device)
-    ok = torch.empty((batch, heads_k, length, dim), dtype=k.dtype, device=k.device)
+    oq, ok = _output_like(q), _output_like(k)
     n_rows = batch * length
     if n_rows == 0:
         return oq, ok
