@@ -60,34 +60,33 @@ if triton is not None:
         return tl.cos(angle) * factor, tl.sin(angle) * (factor * sign)
 
     @triton.jit
-    def _rotate_rows(x_row, o_row, sxd, cos, sin, row_ok, p, P, D,
+    def _rotate_rows(x_row, o_row, cos, sin, row_ok, p, P, D,
                      INTERLEAVED: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr,
                      BLOCK_REST: tl.constexpr):
         out_ty = o_row.dtype.element_ty
         if INTERLEAVED:  # one contiguous load of the 2P rotated channels, split into (even, odd) in registers
             d = tl.arange(0, 2 * BLOCK_P)
             dok = row_ok[:, None] & (d < 2 * P)[None, :]
-            xx = tl.load(x_row[:, None] + d[None, :] * sxd, mask=dok, other=0.0).to(tl.float32)
+            xx = tl.load(x_row[:, None] + d[None, :], mask=dok, other=0.0).to(tl.float32)
             x1, x2 = tl.split(tl.reshape(xx, (ROWS, BLOCK_P, 2)))
             out = tl.reshape(tl.join(x1 * cos - x2 * sin, x2 * cos + x1 * sin), (ROWS, 2 * BLOCK_P))
             tl.store(o_row[:, None] + d[None, :], out.to(out_ty), mask=dok)
         else:
             ok = row_ok[:, None] & (p < P)[None, :]
-            x1 = tl.load(x_row[:, None] + p[None, :] * sxd, mask=ok, other=0.0).to(tl.float32)
-            x2 = tl.load(x_row[:, None] + (p + P)[None, :] * sxd, mask=ok, other=0.0).to(tl.float32)
+            x1 = tl.load(x_row[:, None] + p[None, :], mask=ok, other=0.0).to(tl.float32)
+            x2 = tl.load(x_row[:, None] + (p + P)[None, :], mask=ok, other=0.0).to(tl.float32)
             tl.store(o_row[:, None] + p[None, :], (x1 * cos - x2 * sin).to(out_ty), mask=ok)
             tl.store(o_row[:, None] + (p + P)[None, :], (x2 * cos + x1 * sin).to(out_ty), mask=ok)
         if BLOCK_REST > 0:  # partial rotary: channels 2P..D-1 pass through
             r = 2 * P + tl.arange(0, BLOCK_REST)
             rok = row_ok[:, None] & (r < D)[None, :]
-            tl.store(o_row[:, None] + r[None, :], tl.load(x_row[:, None] + r[None, :] * sxd, mask=rok), mask=rok)
+            tl.store(o_row[:, None] + r[None, :], tl.load(x_row[:, None] + r[None, :], mask=rok), mask=rok)
 
     @triton.jit
     def _rope_qk_kernel(
         q_ptr, k_ptr, oq_ptr, ok_ptr, coords_ptr, g1_ptr, g2_ptr, g3_ptr, factor_ptr, sign,
         n_rows, N, HQ, HK, P, D,
-        sqb, sqh, sqn, sqd, skb, skh, skn, skd,
-        soqb, soqh, soqn, sokb, sokh, sokn,
+        sqb, sqh, sqn, skb, skh, skn,
         scb, scn, sca,
         A: tl.constexpr, PER_HEAD: tl.constexpr, INTERLEAVED: tl.constexpr,
         ROWS: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_REST: tl.constexpr,
@@ -105,26 +104,38 @@ if triton is not None:
             if PER_HEAD:
                 cos, sin = _cos_sin(coords_ptr, g1_ptr, g2_ptr, g3_ptr, factor, sign, b, n, row_ok, p, p_ok,
                                     h * A * P, scb, scn, sca, P, A, ROWS, BLOCK_P)
-            _rotate_rows(q_ptr + b * sqb + h * sqh + n * sqn, oq_ptr + b * soqb + h * soqh + n * soqn, sqd,
-                         cos, sin, row_ok, p, P, D, INTERLEAVED, ROWS, BLOCK_P, BLOCK_REST)
+            off = b * sqb + h * sqh + n * sqn  # outputs have their input's strides (``_dense``)
+            _rotate_rows(q_ptr + off, oq_ptr + off, cos, sin, row_ok, p, P, D, INTERLEAVED, ROWS, BLOCK_P,
+                         BLOCK_REST)
         for h in range(HK):
             if PER_HEAD:
                 cos, sin = _cos_sin(coords_ptr, g1_ptr, g2_ptr, g3_ptr, factor, sign, b, n, row_ok, p, p_ok,
                                     h * A * P, scb, scn, sca, P, A, ROWS, BLOCK_P)
-            _rotate_rows(k_ptr + b * skb + h * skh + n * skn, ok_ptr + b * sokb + h * sokh + n * sokn, skd,
-                         cos, sin, row_ok, p, P, D, INTERLEAVED, ROWS, BLOCK_P, BLOCK_REST)
+            off = b * skb + h * skh + n * skn
+            _rotate_rows(k_ptr + off, ok_ptr + off, cos, sin, row_ok, p, P, D, INTERLEAVED, ROWS, BLOCK_P,
+                         BLOCK_REST)
+
+
+def _pow2(n: int) -> int:
+    """The next power of two >= n (plain Python: triton.next_power_of_2 is a slower jit-callable)."""
+    return 1 << max(0, n - 1).bit_length()
 
 
 def _rows_per_program(n_rows: int, block_p: int) -> int:
     """Token positions per program: as many as keep ~_TARGET_PROGRAMS programs, 4..32, and <= 4096 pairs."""
-    rows = triton.next_power_of_2(max(1, n_rows // _TARGET_PROGRAMS))
+    rows = _pow2(max(1, n_rows // _TARGET_PROGRAMS))
     return max(4, min(rows, 32, max(1, 4096 // block_p)))
 
 
-def _output_like(x: Tensor) -> Tensor:
-    """An output in x's memory order (e.g. (B, N, H, D) memory viewed as (B, H, N, D), as q/k come from a linear,
-    so attention's output needs no copy), contiguous in the last dim as the kernel's stores assume."""
-    return torch.empty_like(x) if x.stride(-1) == 1 else torch.empty(x.shape, dtype=x.dtype, device=x.device)
+def _dense(x: Tensor) -> tuple[Tensor, Tensor]:
+    """(input, output) with the same strides and unit stride in the last dim, keeping x's memory order where it is
+    dense (e.g. (B, N, H, D) memory viewed as (B, H, N, D), as q/k come from a linear: attention's output then
+    needs no copy). One set of strides serves both in the kernel."""
+    out = torch.empty_like(x)
+    if out.stride() == x.stride() and x.stride(-1) == 1:
+        return x, out
+    x = x.contiguous()
+    return x, torch.empty_like(x)
 
 
 def _launch(q: Tensor, k: Tensor, coords: Tensor, plan: tuple[Tensor, Tensor, Tensor], factor: Tensor,
@@ -139,19 +150,19 @@ def _launch(q: Tensor, k: Tensor, coords: Tensor, plan: tuple[Tensor, Tensor, Te
         raise ValueError(f"a per-head frequency plan ({g1.shape[0]} heads) cannot rotate {heads_q} query and "
                          f"{heads_k} key heads; it needs n_heads == n_kv_heads == plan heads")
     coords = coords.expand(batch, length, axes)
-    oq, ok = _output_like(q), _output_like(k)
+    (q, oq), (k, ok) = _dense(q), _dense(k)
     n_rows = batch * length
     if n_rows == 0:
         return oq, ok
-    block_p = triton.next_power_of_2(pairs)
+    block_p = _pow2(pairs)
     rest = dim - 2 * pairs
     rows = _rows_per_program(n_rows, block_p)
-    _rope_qk_kernel[(triton.cdiv(n_rows, rows),)](
+    _rope_qk_kernel[(-(-n_rows // rows),)](
         q, k, oq, ok, coords, g1, g2, g3, factor, sign,
         n_rows, length, heads_q, heads_k, pairs, dim,
-        *q.stride(), *k.stride(), *oq.stride()[:3], *ok.stride()[:3], *coords.stride(),
+        *q.stride()[:3], *k.stride()[:3], *coords.stride(),
         A=axes, PER_HEAD=per_head, INTERLEAVED=interleaved, ROWS=rows, BLOCK_P=block_p,
-        BLOCK_REST=triton.next_power_of_2(rest) if rest > 0 else 0, num_warps=4,
+        BLOCK_REST=_pow2(rest) if rest > 0 else 0, num_warps=4,
     )
     return oq, ok
 
