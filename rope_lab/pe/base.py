@@ -48,9 +48,10 @@ class Positions:
 
     @classmethod
     def sequence(cls, batch: int, length: int, start: int = 0, device=None) -> Positions:
-        """1-D token indices start..start+length-1 for every row."""
+        """1-D token indices start..start+length-1 for every row, as a batch-broadcast view (rows share storage, so
+        rotary tables are built once for all rows, as HF builds them for shared position ids; clone to write)."""
         idx = torch.arange(start, start + length, device=device, dtype=torch.float32)
-        return cls(coords=idx.expand(batch, length).unsqueeze(-1).clone())
+        return cls(coords=idx.expand(batch, length).unsqueeze(-1))
 
     def slice(self, start: int, end: int | None = None) -> Positions:
         """Positions of tokens start:end (used by incremental decoding)."""

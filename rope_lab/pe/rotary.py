@@ -129,11 +129,17 @@ class Rotary(PositionalEncoding):
         """cos/sin tables (B, H|1, N, P) fp32 of the precisely reduced angles; prefix tokens get angle 0."""
         return self._tables(state, self.frequency_plan(state.extra["inv_freq"], layer))
 
+    @staticmethod
+    def _distinct_rows(coords: Tensor) -> Tensor:
+        """coords, or its first row when every row is the same broadcast view (stride 0: no data-dependent check)."""
+        return coords[:1] if coords.shape[0] > 1 and coords.stride(0) == 0 else coords
+
     def _tables(self, state: PEState, plan: Tensor, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+        coords = self._distinct_rows(state.coords)
         if dtype == torch.float64:  # exact angles for float64 inputs (the precision tests' ground truth)
-            angles = torch.einsum("bna,hap->bhnp", state.coords.double(), plan.double())
+            angles = torch.einsum("bna,hap->bhnp", coords.double(), plan.double())
         else:
-            angles = precise_angles(state.coords, plan)
+            angles = precise_angles(coords, plan)
         free = self.position_free_mask(state)
         if free is not None:
             angles = angles.masked_fill(free[:, None, :, None], 0.0)
@@ -148,7 +154,7 @@ class Rotary(PositionalEncoding):
     def _on_the_fly_args(self, state: PEState, plan: Tensor) -> tuple:
         """(coords with prefix tokens at 0, split plan, attention factor as a 1-element tensor) for Triton."""
         free = self.position_free_mask(state)
-        coords = state.coords if free is None else state.coords.masked_fill(free[..., None], 0.0)
+        coords = self._distinct_rows(state.coords) if free is None else state.coords.masked_fill(free[..., None], 0.0)
         factor = torch.as_tensor(state.extra["attention_factor"], dtype=torch.float32, device=coords.device)
         return coords.float().contiguous(), split_plan(plan), factor.reshape(1)
 
