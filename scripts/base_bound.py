@@ -4,14 +4,12 @@ Jianlin's printed values.
     python scripts/base_bound.py [--max-length 65536] [--head-dim 128] [--dtype float64|float32] [--out FILE.md]
 
 float64 (default) is exact; float32 emulates Su's JAX code and reproduces his row. Measured on the shared 2-core
-machine while other jobs ran: 1k..64k in 19 s, all of 1k..1M in ~1.9 min (512k: 47 s, 256k: 21 s, 1M: 14 s).
+machine while other jobs ran: all of 1k..1M in ~8 s wall (6 s of search, 1.6 s of importing torch; 1k..64k 1.4 s,
+128k 0.6 s, 256k 1.0 s, 512k 1.6 s, 1M 1.4 s; the previous implementation: 38 s). float32 evaluates directly only
+and is slower (all of 1k..1M ~35 s).
 """
 
 from __future__ import annotations
-
-import os
-
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # tiny matmuls: threads only contend (set before numpy loads)
 
 import argparse
 import time
