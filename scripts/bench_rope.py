@@ -4,7 +4,8 @@
 
 For a 1-D LM, a 2-D ViT and a 3-D video shape, fp32 and bf16, forward and forward+backward, it times the rotation
 of q and k (the per-layer cost; cos/sin tables, where a method uses them, are built once per forward outside the
-timed region, as every library does) and prints ratios measured in the same run:
+timed region, as every library does) and prints ratios measured in the same run (the floors are re-measured
+between the methods of a row and their minimum is used: on a shared CPU they drift):
 
   floor      copy  = q, k copied into preallocated buffers; clone = q.clone(), k.clone() (fresh allocations)
              forward+backward floors: the same for q, k and their gradients (read once, write once, twice)
@@ -153,12 +154,16 @@ def bench_shape(shape: Shape, dtype: torch.dtype, repeats: int, device: str, ker
     for mode in ("forward", "forward+backward"):
         floor_copy_bufs = [torch.empty_like(t) for t in (q, k, gq, gk)]
         srcs = (q, k) if mode == "forward" else (q, k, gq, gk)
-        copy = timed(lambda: [b.copy_(s) for b, s in zip(floor_copy_bufs, srcs)], repeats)
-        clone = timed(lambda: [s.clone() for s in srcs], repeats)
+        copies, clones = [], []
+
+        def floors():  # re-measured between methods, min taken: on a shared CPU the floor drifts within a row
+            copies.append(timed(lambda: [b.copy_(s) for b, s in zip(floor_copy_bufs, srcs)], repeats))
+            clones.append(timed(lambda: [s.clone() for s in srcs], repeats))
+
         row = {"shape": shape.name, "dtype": str(dtype).replace("torch.", ""), "mode": mode,
-               "copy_ms": copy * 1e3, "clone_ms": clone * 1e3, "angle_err_ours": angle_err["ours"],
-               "angle_err_naive_fp32": angle_err["naive fp32"], "methods": {}}
+               "angle_err_ours": angle_err["ours"], "angle_err_naive_fp32": angle_err["naive fp32"], "methods": {}}
         for name, (prep, apply) in meth.items():
+            floors()
             ctx = prep() if prep is not None else hf_tables(dtype)
             # HF rotates half pairs, rotary-embedding-torch interleaved ones: errors only where the layout matches
             layout = "interleaved" if "rotary-embedding" in name else "half"
@@ -177,10 +182,16 @@ def bench_shape(shape: Shape, dtype: torch.dtype, repeats: int, device: str, ker
 
                 t = timed(step, repeats)
                 oq = None
-            entry = {"ms": t * 1e3, "x_copy": t / copy, "x_clone": t / clone}
+            entry = {"ms": t * 1e3}
             if oq is not None and layout_ok:
                 entry["max_err_vs_exact"] = max((oq.double() - eq).abs().max().item(), (ok_.double() - ek).abs().max().item())
             row["methods"][name] = entry
+        floors()
+        copy, clone = min(copies), min(clones)
+        row |= {"copy_ms": copy * 1e3, "clone_ms": clone * 1e3,
+                "clone_ms_spread": [min(clones) * 1e3, max(clones) * 1e3]}
+        for entry in row["methods"].values():
+            entry |= {"x_copy": entry["ms"] / 1e3 / copy, "x_clone": entry["ms"] / 1e3 / clone}
         rows.append(row)
         print(format_row(row), flush=True)
     return rows
@@ -196,13 +207,14 @@ def format_row(row: dict) -> str:
 def markdown(result: dict) -> str:
     names = list(result["rows"][0]["methods"])
     ratio = "x_copy" if result["device"] == "cuda" else "x_clone"  # GPU: the copy is the bandwidth floor
-    head = ["shape", "dtype", "pass", "copy ms", "clone ms", *[f"{n} ({ratio.replace('_', ' ')})" for n in names],
+    head = ["shape", "dtype", "pass", "copy ms", "clone ms (min of re-measures)", *[f"{n} ({ratio.replace('_', ' ')})" for n in names],
             "angle err ours / naive fp32 (rad)", "max err vs exact: ours / library (same layout)"]
     lines = [f"Measured {result['date']} on {result['machine']} ({result['threads']} threads, {result['device']}); "
              f"{result['thp']}. {result['note']}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["rows"]:
-        cells = [r["shape"], r["dtype"], r["mode"], f"{r['copy_ms']:.1f}", f"{r['clone_ms']:.1f}"]
+        spread = r.get("clone_ms_spread", [r["clone_ms"]] * 2)
+        cells = [r["shape"], r["dtype"], r["mode"], f"{r['copy_ms']:.1f}", f"{spread[0]:.1f} (max {spread[1]:.1f})"]
         cells += [f"{r['methods'][n][ratio]:.2f} ({r['methods'][n]['ms']:.3g} ms)" for n in names]
         cells.append(f"{r['angle_err_ours']:.1e} / {r['angle_err_naive_fp32']:.1e}")
         ours = [m["max_err_vs_exact"] for n, m in r["methods"].items() if "max_err_vs_exact" in m and "ours" in n]
