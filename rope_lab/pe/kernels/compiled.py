@@ -16,6 +16,8 @@ import shutil
 import torch
 from torch import Tensor
 
+from rope_lab.pe.kernels.autograd import with_inverse_backward
+
 
 def _rotated_halves(x1: Tensor, x2: Tensor, cos: Tensor, sin: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     x1, x2 = x1.float(), x2.float()
@@ -65,26 +67,6 @@ def compile_available(device_type: str) -> bool:
     return any(shutil.which(c) for c in (os.environ.get("CXX", ""), "c++", "g++", "clang++") if c)
 
 
-class _RotateWithTables(torch.autograd.Function):
-    """The compiled rotation with an explicit backward: the gradient is the same single fused pass with the angle
-    negated (R(theta)^T = R(-theta)), instead of AOTAutograd's backward graph, which in bf16 runs several passes
-    (~4x the forward on CPU). Used only when the tables need no gradient (fixed frequencies)."""
-
-    @staticmethod
-    def forward(ctx, q, k, cos_q, sin_q, cos_k, sin_k, layout):
-        ctx.save_for_backward(cos_q, sin_q, cos_k, sin_k)
-        ctx.layout, ctx.shared = layout, sin_k is sin_q
-        return compiled_qk(layout)(q, k, cos_q, sin_q, cos_k, sin_k)
-
-    @staticmethod
-    def backward(ctx, grad_q, grad_k):
-        cos_q, sin_q, cos_k, sin_k = ctx.saved_tensors
-        neg_q = sin_q.neg()
-        neg_k = neg_q if ctx.shared else sin_k.neg()
-        gq, gk = compiled_qk(ctx.layout)(grad_q, grad_k, cos_q, neg_q, cos_k, neg_k)
-        return gq, gk, None, None, None, None, None
-
-
 def rotate_qk(q: Tensor, k: Tensor, cos_q: Tensor, sin_q: Tensor, cos_k: Tensor, sin_k: Tensor, layout: str):
     """Rotate q and k (math in fp32, one cast back) through the compiled single-pass graph.
 
@@ -92,7 +74,7 @@ def rotate_qk(q: Tensor, k: Tensor, cos_q: Tensor, sin_q: Tensor, cos_k: Tensor,
     """
     if torch.compiler.is_compiling():
         return FUSABLE[layout](q, k, cos_q, sin_q, cos_k, sin_k)
-    tables = (cos_q, sin_q, cos_k, sin_k)
-    if torch.is_grad_enabled() and not any(t.requires_grad for t in tables):
-        return _RotateWithTables.apply(q, k, *tables, layout)
+    if torch.is_grad_enabled() and not any(t.requires_grad for t in (cos_q, sin_q, cos_k, sin_k)):
+        # backward = the same fused pass with the angle negated: AOTAutograd's bf16 backward graph ran ~4x the forward
+        return with_inverse_backward(compiled_qk(layout), q, k, cos_q, sin_q, cos_k, sin_k)
     return compiled_qk(layout)(q, k, cos_q, sin_q, cos_k, sin_k)

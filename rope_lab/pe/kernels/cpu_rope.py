@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from rope_lab.pe.kernels.autograd import keeps_strides, with_inverse_backward
+
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("cpu_rope.cpp")
 
@@ -45,35 +47,19 @@ def applies(q: Tensor, k: Tensor, tables: tuple[Tensor, ...], layout: str) -> bo
             and not torch.compiler.is_compiling() and extension() is not None)
 
 
-def _dense(x: Tensor) -> Tensor:
-    """x if the kernel can read it in place (unit last stride, dense: its strides are kept), else a copy."""
-    if x.stride(-1) == 1 and torch.empty_like(x).stride() == x.stride():
-        return x
-    return x.contiguous()
-
-
 def _rows(t: Tensor) -> Tensor:
     return t.float() if t.stride(-1) == 1 else t.float().contiguous()
 
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    return extension().rotate_bf16_interleaved(_dense(x), _rows(cos), _rows(sin))
+    return extension().rotate_bf16_interleaved(x if keeps_strides(x) else x.contiguous(), _rows(cos), _rows(sin))
 
 
-class _Rotate(torch.autograd.Function):
-    """Forward: the kernel; backward: the same kernel with the angle negated (R(theta)^T = R(-theta))."""
-
-    @staticmethod
-    def forward(ctx, q, k, cos_q, sin_q, cos_k, sin_k):
-        ctx.save_for_backward(cos_q, sin_q, cos_k, sin_k)
-        return _rotate(q, cos_q, sin_q), _rotate(k, cos_k, sin_k)
-
-    @staticmethod
-    def backward(ctx, grad_q, grad_k):
-        cos_q, sin_q, cos_k, sin_k = ctx.saved_tensors
-        return _rotate(grad_q, cos_q, -sin_q), _rotate(grad_k, cos_k, -sin_k), None, None, None, None
+def _rotate_qk(q: Tensor, k: Tensor, cos_q: Tensor, sin_q: Tensor, cos_k: Tensor, sin_k: Tensor):
+    return _rotate(q, cos_q, sin_q), _rotate(k, cos_k, sin_k)
 
 
 def rotate_qk(q: Tensor, k: Tensor, cos_q: Tensor, sin_q: Tensor, cos_k: Tensor, sin_k: Tensor):
-    """Rotate bf16 q, k (B, H, N, D) with interleaved pairs by fp32 tables (B|1, H|1, N, P); see ``applies``."""
-    return _Rotate.apply(q, k, cos_q, sin_q, cos_k, sin_k)
+    """Rotate bf16 q, k (B, H, N, D) with interleaved pairs by fp32 tables (B|1, H|1, N, P); see ``applies``.
+    The backward is the same kernel with the angle negated."""
+    return with_inverse_backward(_rotate_qk, q, k, cos_q, sin_q, cos_k, sin_k)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rope_lab.pe.kernels.autograd import keeps_strides
+
 try:  # Triton ships with CUDA builds of torch; CPU-only installs may lack it
     import triton
     import triton.language as tl
@@ -128,13 +130,9 @@ def _rows_per_program(n_rows: int, block_p: int) -> int:
 
 
 def _dense(x: Tensor) -> tuple[Tensor, Tensor]:
-    """(input, output) with the same strides and unit stride in the last dim, keeping x's memory order where it is
-    dense (e.g. (B, N, H, D) memory viewed as (B, H, N, D), as q/k come from a linear: attention's output then
-    needs no copy). One set of strides serves both in the kernel."""
-    out = torch.empty_like(x)
-    if out.stride() == x.stride() and x.stride(-1) == 1:
-        return x, out
-    x = x.contiguous()
+    """(input, output) with the same strides (one set serves both in the kernel) and x's memory order kept where
+    it can be (``keeps_strides``): attention's output then needs no copy."""
+    x = x if keeps_strides(x) else x.contiguous()
     return x, torch.empty_like(x)
 
 

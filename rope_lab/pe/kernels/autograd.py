@@ -1,0 +1,42 @@
+"""Pieces shared by the table-based kernels (compiled, cpu_rope) and the Triton kernel.
+
+A rotation's gradient is the inverse rotation: d(R(theta) x)/dx^T g = R(theta)^T g = R(-theta) g. So each backend's
+backward is its own forward with the angle negated (one fused pass, like the forward), instead of autograd's
+graph of the forward's elementwise ops.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+TableRotation = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+def keeps_strides(x: Tensor) -> bool:
+    """x can be read in place and its output allocated with its strides: unit last stride and dense (e.g. q/k
+    straight from a linear, (B, N, H, D) memory viewed as (B, H, N, D)); else the kernels take a contiguous copy."""
+    return x.stride(-1) == 1 and torch.empty_like(x).stride() == x.stride()
+
+
+class _NegatedAngleBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, rotate: TableRotation, q, k, cos_q, sin_q, cos_k, sin_k):
+        ctx.save_for_backward(cos_q, sin_q, cos_k, sin_k)
+        ctx.rotate, ctx.shared = rotate, sin_k is sin_q
+        return rotate(q, k, cos_q, sin_q, cos_k, sin_k)
+
+    @staticmethod
+    def backward(ctx, grad_q, grad_k):
+        cos_q, sin_q, cos_k, sin_k = ctx.saved_tensors
+        neg_q = sin_q.neg()
+        neg_k = neg_q if ctx.shared else sin_k.neg()
+        return None, *ctx.rotate(grad_q, grad_k, cos_q, neg_q, cos_k, neg_k), None, None, None, None
+
+
+def with_inverse_backward(rotate: TableRotation, q: Tensor, k: Tensor, cos_q: Tensor, sin_q: Tensor, cos_k: Tensor,
+                          sin_k: Tensor) -> tuple[Tensor, Tensor]:
+    """``rotate(q, k, tables)`` whose backward is ``rotate`` with sin negated; the tables must need no gradient."""
+    return _NegatedAngleBackward.apply(rotate, q, k, cos_q, sin_q, cos_k, sin_k)
