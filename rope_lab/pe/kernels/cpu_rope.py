@@ -1,7 +1,8 @@
-"""The bf16 interleaved-pair rotation on x86 CPUs (AVX2), used by the ``compiled`` backend where TorchInductor is
-weak: it emits scalar code for the stride-2 loads/stores of the interleaved layout (RoPE-ViT, GPT-J, Meta LLaMA),
-~4x slower than a copy in bf16. ``cpu_rope.cpp`` treats each (even, odd) bf16 pair as one 32-bit word instead;
-its results are bit-identical to the eager oracle. Built on first use with torch's C++ extension loader (~20 s,
+"""The interleaved-pair rotation of bf16 and fp32 tensors on x86 CPUs (AVX2), used by the ``compiled`` backend where
+TorchInductor is weak: it emits scalar code for the stride-2 loads/stores of the interleaved layout (RoPE-ViT,
+GPT-J, Meta LLaMA), ~4x slower than a copy in bf16. ``cpu_rope.cpp`` treats each (even, odd) bf16 pair as one
+32-bit word and de-interleaves fp32 pairs with in-register shuffles; its results are bit-identical to the eager
+oracle. Built on first use with torch's C++ extension loader (~20 s,
 cached in ``~/.cache/torch_extensions``); where it cannot be built (no compiler, no AVX2) the backend stays on
 TorchInductor.
 """
@@ -9,6 +10,7 @@ TorchInductor.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import platform
 from pathlib import Path
@@ -33,16 +35,20 @@ def extension():
         return None
     from torch.utils.cpp_extension import load
 
+    flags = ["-O3", "-mavx2", "-ffp-contract=off"]
+    # named by content: torch's build cache is keyed by name, and ninja would reuse another checkout's build
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:12]
     try:
-        return load("rope_lab_cpu_rope", [str(SOURCE)], extra_cflags=["-O3", "-mavx2", "-ffp-contract=off"])
+        return load(f"rope_lab_cpu_rope_{digest}", [str(SOURCE)], extra_cflags=flags)
     except (OSError, RuntimeError) as err:  # a broken toolchain: keep working on the inductor path
         log.warning("could not build %s (%s); the compiled backend uses TorchInductor for it", SOURCE.name, err)
         return None
 
 
 def applies(q: Tensor, k: Tensor, tables: tuple[Tensor, ...], layout: str) -> bool:
-    """bf16 q and k with interleaved pairs on CPU, fixed-frequency tables, and the extension available."""
-    return (layout == "interleaved" and q.device.type == "cpu" and q.dtype == k.dtype == torch.bfloat16
+    """bf16 or fp32 q and k with interleaved pairs on CPU, fixed-frequency tables, and the extension available."""
+    return (layout == "interleaved" and q.device.type == "cpu" and q.dtype == k.dtype
+            and q.dtype in (torch.bfloat16, torch.float32)
             and not (torch.is_grad_enabled() and any(t.requires_grad for t in tables))
             and not torch.compiler.is_compiling() and extension() is not None)
 
@@ -52,7 +58,7 @@ def _rows(t: Tensor) -> Tensor:
 
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    return extension().rotate_bf16_interleaved(x if keeps_strides(x) else x.contiguous(), _rows(cos), _rows(sin))
+    return extension().rotate_interleaved(x if keeps_strides(x) else x.contiguous(), _rows(cos), _rows(sin))
 
 
 def _rotate_qk(q: Tensor, k: Tensor, cos_q: Tensor, sin_q: Tensor, cos_k: Tensor, sin_k: Tensor):
@@ -60,6 +66,6 @@ def _rotate_qk(q: Tensor, k: Tensor, cos_q: Tensor, sin_q: Tensor, cos_k: Tensor
 
 
 def rotate_qk(q: Tensor, k: Tensor, cos_q: Tensor, sin_q: Tensor, cos_k: Tensor, sin_k: Tensor):
-    """Rotate bf16 q, k (B, H, N, D) with interleaved pairs by fp32 tables (B|1, H|1, N, P); see ``applies``.
+    """Rotate bf16 or fp32 q, k (B, H, N, D) with interleaved pairs by fp32 tables (B|1, H|1, N, P); see ``applies``.
     The backward is the same kernel with the angle negated."""
     return with_inverse_backward(_rotate_qk, q, k, cos_q, sin_q, cos_k, sin_k)
