@@ -1,4 +1,4 @@
-// Rotary rotation of bf16 and fp32 tensors with interleaved pairs (2j, 2j+1) on x86 CPUs with AVX2 (issue 6).
+// Rotary rotation of bf16 tensors with interleaved pairs (2j, 2j+1) on x86 CPUs with AVX2 (issue 6).
 //
 // TorchInductor emits scalar code for the stride-2 accesses this layout needs. Here a pair of bf16 values is one
 // 32-bit word: the even element is its low half, the odd one its high half, so 8 words (16 values) hold 8 whole
@@ -51,40 +51,22 @@ inline void rotate_row(const uint16_t* x, uint16_t* out, const float* c, const f
   for (int64_t d = 2 * P; d < D; ++d) out[d] = x[d];
 }
 
-// fp32: 8 pairs = two vectors a (pairs 0-3), b (pairs 4-7). shuffle_ps picks evens/odds per 128-bit lane, giving
-// pairs in the order 0,1,4,5,2,3,6,7; the tables are permuted to match, and unpacklo/unpackhi of the results
-// restore memory order (floats 0-7 and 8-15).
-inline void rotate_row(const float* x, float* out, const float* c, const float* s, int64_t P, int64_t D) {
-  int64_t p = 0;
-  const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
-  for (; p + 8 <= P; p += 8) {
-    const __m256 a = _mm256_loadu_ps(x + 2 * p), b = _mm256_loadu_ps(x + 2 * p + 8);
-    const __m256 x1 = _mm256_shuffle_ps(a, b, 0x88), x2 = _mm256_shuffle_ps(a, b, 0xDD);
-    const __m256 cv = _mm256_permutevar8x32_ps(_mm256_loadu_ps(c + p), order);
-    const __m256 sv = _mm256_permutevar8x32_ps(_mm256_loadu_ps(s + p), order);
-    const __m256 o1 = _mm256_sub_ps(_mm256_mul_ps(x1, cv), _mm256_mul_ps(x2, sv));
-    const __m256 o2 = _mm256_add_ps(_mm256_mul_ps(x2, cv), _mm256_mul_ps(x1, sv));
-    _mm256_storeu_ps(out + 2 * p, _mm256_unpacklo_ps(o1, o2));
-    _mm256_storeu_ps(out + 2 * p + 8, _mm256_unpackhi_ps(o1, o2));
-  }
-  for (; p < P; ++p) {
-    const float x1 = x[2 * p], x2 = x[2 * p + 1];
-    out[2 * p] = x1 * c[p] - x2 * s[p];
-    out[2 * p + 1] = x2 * c[p] + x1 * s[p];
-  }
-  for (int64_t d = 2 * P; d < D; ++d) out[d] = x[d];
-}
-
 inline int64_t bstride(const torch::Tensor& t, int dim) { return t.size(dim) == 1 ? 0 : t.stride(dim); }
 
 }  // namespace
 
-template <typename T, typename Raw>
-void rotate_rows(const torch::Tensor& x, torch::Tensor& out, const torch::Tensor& cos, const torch::Tensor& sin) {
+// x (B, H, N, D) bf16 with unit last stride; cos, sin (B|1, H|1, N, P) fp32 with unit last stride.
+// Returns the rotation with x's strides.
+torch::Tensor rotate_bf16_interleaved(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.dim() == 4 && x.stride(3) == 1, "x: 4-D bf16, unit last stride");
+  TORCH_CHECK(cos.scalar_type() == at::kFloat && sin.scalar_type() == at::kFloat && cos.stride(3) == 1 &&
+              sin.stride(3) == 1 && cos.sizes() == sin.sizes(), "cos/sin: fp32, same shape, unit last stride");
+  auto out = torch::empty_like(x);
+  TORCH_CHECK(out.strides() == x.strides(), "x must be dense (its strides are kept for the output)");
   const int64_t H = x.size(1), N = x.size(2), D = x.size(3), P = cos.size(3);
   const int64_t rows = x.size(0) * H * N;
-  const auto* xp = reinterpret_cast<const Raw*>(x.data_ptr<T>());
-  auto* op = reinterpret_cast<Raw*>(out.data_ptr<T>());
+  const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
+  auto* op = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
   const float* cp = cos.data_ptr<float>();
   const float* sp = sin.data_ptr<float>();
   const int64_t xb = x.stride(0), xh = x.stride(1), xn = x.stride(2);
@@ -102,25 +84,9 @@ void rotate_rows(const torch::Tensor& x, torch::Tensor& out, const torch::Tensor
       }
     }
   });
-}
-
-// x (B, H, N, D) bf16 or fp32 with unit last stride, dense; cos, sin (B|1, H|1, N, P) fp32 with unit last stride.
-// Returns the rotation with x's strides.
-torch::Tensor rotate_interleaved(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
-  TORCH_CHECK((x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kFloat) && x.dim() == 4 &&
-              x.stride(3) == 1, "x: 4-D bf16 or fp32 with unit last stride");
-  TORCH_CHECK(cos.scalar_type() == at::kFloat && sin.scalar_type() == at::kFloat && cos.stride(3) == 1 &&
-              sin.stride(3) == 1 && cos.sizes() == sin.sizes(), "cos/sin: fp32, same shape, unit last stride");
-  auto out = torch::empty_like(x);
-  TORCH_CHECK(out.strides() == x.strides(), "x must be dense (its strides are kept for the output)");
-  if (x.scalar_type() == at::kBFloat16) {
-    rotate_rows<at::BFloat16, uint16_t>(x, out, cos, sin);
-  } else {
-    rotate_rows<float, float>(x, out, cos, sin);
-  }
   return out;
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("rotate_interleaved", &rotate_interleaved, "interleaved-pair rotation of bf16 / fp32 (AVX2)");
+  m.def("rotate_bf16_interleaved", &rotate_bf16_interleaved, "bf16 interleaved-pair rotation (AVX2)");
 }

@@ -1,8 +1,8 @@
-"""The interleaved-pair rotation of bf16 and fp32 tensors on x86 CPUs (AVX2), used by the ``compiled`` backend where
-TorchInductor is weak: it emits scalar code for the stride-2 loads/stores of the interleaved layout (RoPE-ViT,
-GPT-J, Meta LLaMA), ~4x slower than a copy in bf16. ``cpu_rope.cpp`` treats each (even, odd) bf16 pair as one
-32-bit word and de-interleaves fp32 pairs with in-register shuffles; its results are bit-identical to the eager
-oracle. Built on first use with torch's C++ extension loader (~20 s,
+"""The bf16 interleaved-pair rotation on x86 CPUs (AVX2), used by the ``compiled`` backend where TorchInductor is
+weak: it emits scalar code for the stride-2 loads/stores of the interleaved layout (RoPE-ViT, GPT-J, Meta LLaMA),
+~4x slower than a copy in bf16. ``cpu_rope.cpp`` treats each (even, odd) bf16 pair as one 32-bit word instead;
+its results are bit-identical to the eager oracle. (An fp32 variant with in-register de-interleaving measured
+slower than inductor's code on a quiet machine, so fp32 stays there.) Built on first use with torch's C++ extension loader (~20 s,
 cached in ``~/.cache/torch_extensions``); where it cannot be built (no compiler, no AVX2) the backend stays on
 TorchInductor.
 """
@@ -46,9 +46,8 @@ def extension():
 
 
 def applies(q: Tensor, k: Tensor, tables: tuple[Tensor, ...], layout: str) -> bool:
-    """bf16 or fp32 q and k with interleaved pairs on CPU, fixed-frequency tables, and the extension available."""
-    return (layout == "interleaved" and q.device.type == "cpu" and q.dtype == k.dtype
-            and q.dtype in (torch.bfloat16, torch.float32)
+    """bf16 q and k with interleaved pairs on CPU, fixed-frequency tables, and the extension available."""
+    return (layout == "interleaved" and q.device.type == "cpu" and q.dtype == k.dtype == torch.bfloat16
             and not (torch.is_grad_enabled() and any(t.requires_grad for t in tables))
             and not torch.compiler.is_compiling() and extension() is not None)
 
@@ -58,7 +57,7 @@ def _rows(t: Tensor) -> Tensor:
 
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    return extension().rotate_interleaved(x if keeps_strides(x) else x.contiguous(), _rows(cos), _rows(sin))
+    return extension().rotate_bf16_interleaved(x if keeps_strides(x) else x.contiguous(), _rows(cos), _rows(sin))
 
 
 def _rotate_qk(q: Tensor, k: Tensor, cos_q: Tensor, sin_q: Tensor, cos_k: Tensor, sin_k: Tensor):
@@ -66,6 +65,6 @@ def _rotate_qk(q: Tensor, k: Tensor, cos_q: Tensor, sin_q: Tensor, cos_k: Tensor
 
 
 def rotate_qk(q: Tensor, k: Tensor, cos_q: Tensor, sin_q: Tensor, cos_k: Tensor, sin_k: Tensor):
-    """Rotate bf16 or fp32 q, k (B, H, N, D) with interleaved pairs by fp32 tables (B|1, H|1, N, P); see ``applies``.
+    """Rotate bf16 q, k (B, H, N, D) with interleaved pairs by fp32 tables (B|1, H|1, N, P); see ``applies``.
     The backward is the same kernel with the angle negated."""
     return with_inverse_backward(_rotate_qk, q, k, cos_q, sin_q, cos_k, sin_k)
