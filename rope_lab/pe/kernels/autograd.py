@@ -21,6 +21,11 @@ def keeps_strides(x: Tensor) -> bool:
     return x.stride(-1) == 1 and torch.empty_like(x).stride() == x.stride()
 
 
+def tables_fixed(tables: tuple[Tensor, ...]) -> bool:
+    """No gradient will flow to the tables (fixed frequencies), so the inverse-rotation backward applies."""
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tables))
+
+
 class _NegatedAngleBackward(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rotate: TableRotation, q, k, cos_q, sin_q, cos_k, sin_k):

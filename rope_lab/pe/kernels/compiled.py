@@ -16,7 +16,7 @@ import shutil
 import torch
 from torch import Tensor
 
-from rope_lab.pe.kernels.autograd import with_inverse_backward
+from rope_lab.pe.kernels.autograd import tables_fixed, with_inverse_backward
 
 
 def _rotated_halves(x1: Tensor, x2: Tensor, cos: Tensor, sin: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -74,7 +74,7 @@ def rotate_qk(q: Tensor, k: Tensor, cos_q: Tensor, sin_q: Tensor, cos_k: Tensor,
     """
     if torch.compiler.is_compiling():
         return FUSABLE[layout](q, k, cos_q, sin_q, cos_k, sin_k)
-    if torch.is_grad_enabled() and not any(t.requires_grad for t in (cos_q, sin_q, cos_k, sin_k)):
+    if torch.is_grad_enabled() and tables_fixed((cos_q, sin_q, cos_k, sin_k)):
         # backward = the same fused pass with the angle negated: AOTAutograd's bf16 backward graph ran ~4x the forward
         return with_inverse_backward(compiled_qk(layout), q, k, cos_q, sin_q, cos_k, sin_k)
     return compiled_qk(layout)(q, k, cos_q, sin_q, cos_k, sin_k)

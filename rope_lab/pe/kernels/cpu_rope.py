@@ -2,9 +2,9 @@
 weak: it emits scalar code for the stride-2 loads/stores of the interleaved layout (RoPE-ViT, GPT-J, Meta LLaMA),
 ~4x slower than a copy in bf16. ``cpu_rope.cpp`` treats each (even, odd) bf16 pair as one 32-bit word instead;
 its results are bit-identical to the eager oracle. (An fp32 variant with in-register de-interleaving measured
-slower than inductor's code on a quiet machine, so fp32 stays there.) Built on first use with torch's C++ extension loader (~20 s,
-cached in ``~/.cache/torch_extensions``); where it cannot be built (no compiler, no AVX2) the backend stays on
-TorchInductor.
+slower than inductor's code on a quiet machine, so fp32 stays there.) Built on first use with torch's C++
+extension loader (~20 s, cached in ``~/.cache/torch_extensions``); where it cannot be built (no compiler, no AVX2)
+the backend stays on TorchInductor.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from rope_lab.pe.kernels.autograd import keeps_strides, with_inverse_backward
+from rope_lab.pe.kernels.autograd import keeps_strides, tables_fixed, with_inverse_backward
 
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("cpu_rope.cpp")
@@ -48,7 +48,7 @@ def extension():
 def applies(q: Tensor, k: Tensor, tables: tuple[Tensor, ...], layout: str) -> bool:
     """bf16 q and k with interleaved pairs on CPU, fixed-frequency tables, and the extension available."""
     return (layout == "interleaved" and q.device.type == "cpu" and q.dtype == k.dtype == torch.bfloat16
-            and not (torch.is_grad_enabled() and any(t.requires_grad for t in tables))
+            and tables_fixed(tables)
             and not torch.compiler.is_compiling() and extension() is not None)
 
 
