@@ -4,7 +4,8 @@
 
 For a 1-D LM, a 2-D ViT and a 3-D video shape, fp32 and bf16, forward and forward+backward, it times the rotation
 of q and k (the per-layer cost; cos/sin tables, where a method uses them, are built once per forward outside the
-timed region, as every library does) and prints ratios measured in the same run (the floors are re-measured
+timed region, as every library does; 1-D and 2-D positions are shared by the batch, as our tasks and HF's default
+position_ids are, so every method gets one table row for all batch rows) and prints ratios measured in the same run (the floors are re-measured
 between the methods of a row and their minimum is used: on a shared CPU they drift):
 
   floor      copy  = q, k copied into preallocated buffers; clone = q.clone(), k.clone() (fresh allocations)
@@ -68,9 +69,10 @@ def thp_setting() -> str:
 
 
 def grid_coords(grid: tuple[int, ...], batch: int) -> torch.Tensor:
-    """(B, N, A) integer coordinates of a row-major grid (t, row, col) / (row, col) / (index,)."""
+    """(B, N, A) integer coordinates of a row-major grid (t, row, col) / (row, col) / (index,), shared by the batch:
+    a broadcast view, as the tasks build positions and as HF's default ``position_ids`` (1, N) are."""
     axes = torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in grid], indexing="ij")
-    return torch.stack([a.flatten() for a in axes], -1).expand(batch, -1, -1).clone()
+    return torch.stack([a.flatten() for a in axes], -1).expand(batch, -1, -1)
 
 
 def build(shape: Shape, kernel: str, device: str):
@@ -111,10 +113,11 @@ def methods(shape: Shape, pe_by_kernel: dict, pos: Positions, device: str):
         out[f"ours {kernel}"] = (lambda pe=pe: pe.prepare(pos), lambda st, q, k, pe=pe: pe.rotate(q, k, st, 0))
     ref = pe_by_kernel["eager"]
     plan = ref.frequency_plan(ref.inv_freq, 0)  # (H|1, A, P)
-    coords = ref.position_map(pos).to(device)
+    coords = ref.position_map(pos)
+    coords = (coords[:1] if coords.shape[0] > 1 and coords.stride(0) == 0 else coords).to(device)  # shared rows
 
     def naive_angles():
-        return torch.einsum("bna,hap->bhnp", coords.float(), plan.float())[:, 0]  # (B, N, P), libraries' fp32
+        return torch.einsum("bna,hap->bhnp", coords.float(), plan.float())[:, 0]  # (B|1, N, P), libraries' fp32
 
     def hf_tables(dtype):
         ang = naive_angles()

@@ -105,9 +105,10 @@ class Rotary(PositionalEncoding):
         return inv_freq[None, None, :]
 
     def position_free_mask(self, state: PEState) -> Tensor | None:
-        """(B, N) bool: tokens that are never rotated (prefix tokens have modality NO_POSITION)."""
+        """(B|1, N) bool: tokens that are never rotated (prefix tokens have modality NO_POSITION); one row when the
+        modality is a batch-broadcast view, so the tables stay one row too."""
         mod = state.positions.modality
-        return None if mod is None else mod == NO_POSITION
+        return None if mod is None else self._distinct_rows(mod) == NO_POSITION
 
     # -- forward ----------------------------------------------------------------------------------
     def prepare(self, positions: Positions, cache: KVCache | None = None) -> PEState:
@@ -154,7 +155,8 @@ class Rotary(PositionalEncoding):
     def _on_the_fly_args(self, state: PEState, plan: Tensor) -> tuple:
         """(coords with prefix tokens at 0, split plan, attention factor as a 1-element tensor) for Triton."""
         free = self.position_free_mask(state)
-        coords = self._distinct_rows(state.coords) if free is None else state.coords.masked_fill(free[..., None], 0.0)
+        coords = self._distinct_rows(state.coords)
+        coords = coords if free is None else coords.masked_fill(free[..., None], 0.0)
         factor = torch.as_tensor(state.extra["attention_factor"], dtype=torch.float32, device=coords.device)
         return coords.float().contiguous(), split_plan(plan), factor.reshape(1)
 

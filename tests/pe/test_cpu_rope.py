@@ -1,6 +1,7 @@
-"""The AVX2 bf16 interleaved rotation (rope_lab/pe/kernels/cpu_rope.cpp) against the eager oracle: bit-identical
-values (both memory orders, partial rotary, P not a multiple of 8, broadcast and per-head tables, NaN/inf), and
-gradients equal to eager autograd's to bf16 rounding; the compiled backend routes bf16 interleaved q/k to it."""
+"""The x86 interleaved-pair rotation (rope_lab/pe/kernels/cpu_rope.cpp) against the eager oracle: bit-identical
+values for every instruction set this CPU runs (fp32 and bf16, both memory orders, partial rotary, P not a multiple
+of 16, token counts across work blocks, broadcast and per-head tables, denormal results, NaN/inf), gradients equal
+to eager autograd's; the compiled backend routes interleaved fp32/bf16 q/k to it and half pairs to inductor."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import torch
 from rope_lab.pe import kernels
 from rope_lab.pe.kernels import cpu_rope, eager
 
-pytestmark = pytest.mark.skipif(cpu_rope.extension() is None, reason="needs an x86 CPU with AVX2 and a C++ compiler")
+pytestmark = pytest.mark.skipif(not cpu_rope.isas(), reason="needs an x86 CPU with AVX2 and a C++ compiler")
+
+CASES = [(isa, dtype) for isa in cpu_rope.isas() for dtype in (torch.float32, torch.bfloat16)
+         if cpu_rope.extension().supports(isa, dtype == torch.bfloat16, True)]
 
 
 def _bits(t):
-    return t.contiguous().view(torch.int16)
+    return t.contiguous().view(torch.int16 if t.dtype == torch.bfloat16 else torch.int32)
 
 
 def _tables(batch, heads, length, pairs, seed=0):
@@ -23,36 +27,67 @@ def _tables(batch, heads, length, pairs, seed=0):
     return ang.cos() * 1.3, ang.sin() * 1.3  # an attention factor folded in, as Rotary does
 
 
+def test_avx2_is_always_there_and_avx512_when_the_cpu_has_it():
+    import re
+
+    flags = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
+    assert "avx2" in cpu_rope.isas()
+    has_bf16 = all(re.search(rf"\b{f}\b", flags) for f in ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_bf16"))
+    assert ("avx512" in cpu_rope.isas()) == has_bf16
+
+
+@pytest.mark.parametrize(("isa", "dtype"), CASES)
 @pytest.mark.parametrize(("shape", "table_shape"), [
-    ((2, 3, 7, 16), (2, 1, 7, 8)),   # P = 8: vector body only, tables broadcast over heads
-    ((2, 3, 5, 22), (1, 3, 5, 5)),   # P = 5: scalar tail, partial rotary (12 channels pass through), per-head
-    ((1, 4, 9, 64), (1, 1, 9, 27)),  # P = 27: vector body + tail + pass-through
+    ((2, 3, 7, 32), (2, 1, 7, 16)),     # P = 16: one full step, tables broadcast over heads
+    ((2, 3, 5, 22), (1, 3, 5, 5)),      # P = 5: masked tail only, partial rotary (12 channels pass through), per head
+    ((1, 4, 9, 64), (1, 1, 9, 27)),     # P = 27: full step + tail + pass-through
+    ((2, 2, 130, 64), (1, 1, 130, 32)),  # tokens across three work blocks of 64
 ])
 @pytest.mark.parametrize("token_major", [False, True])
-def test_values_bit_identical_to_eager(shape, table_shape, token_major):
+def test_values_bit_identical_to_eager(isa, dtype, shape, table_shape, token_major):
     g = torch.Generator().manual_seed(1)
     b, h, n, d = shape
     x = (torch.randn(b, n, h, d, generator=g).transpose(1, 2) if token_major else torch.randn(shape, generator=g))
-    x = x.to(torch.bfloat16)  # keeps the transposed memory order
+    x = x.to(dtype)  # keeps the transposed memory order
     cos, sin = _tables(*table_shape)
-    got = cpu_rope._rotate(x, cos, sin)
+    got = cpu_rope.rotate(x, cos, sin, "interleaved", isa)
     assert torch.equal(_bits(got), _bits(eager.rotate(x, cos, sin, "interleaved")))
     assert got.stride() == x.stride()
 
 
-def test_non_finite_values_match_eager():
-    x = torch.randn(1, 1, 2, 16).bfloat16()
+@pytest.mark.parametrize(("isa", "dtype"), CASES)
+def test_denormal_results_are_rounded_like_eager(isa, dtype):
+    # VCVTNE2PS2BF16 flushes denormals to zero; the kernel must round them as torch does (to bf16 denormals)
+    x = (torch.randn(1, 2, 4, 64, generator=torch.Generator().manual_seed(3)) * 1e-38).to(dtype)
+    cos, sin = torch.full((1, 1, 4, 32), 0.3), torch.full((1, 1, 4, 32), 0.7)
+    want = eager.rotate(x, cos, sin, "interleaved")
+    assert (want != 0).float().mean() > 0.9  # the case is real: almost every output is a nonzero denormal
+    assert torch.equal(_bits(cpu_rope.rotate(x, cos, sin, "interleaved", isa)), _bits(want))
+
+
+@pytest.mark.parametrize(("isa", "dtype"), CASES)
+def test_non_finite_values_match_eager(isa, dtype):
+    x = torch.randn(1, 1, 2, 40).to(dtype)
     x[0, 0, 0, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), 3e38])
-    cos, sin = _tables(1, 1, 2, 8)
-    got, want = cpu_rope._rotate(x, cos, sin), eager.rotate(x, cos, sin, "interleaved")
+    cos, sin = _tables(1, 1, 2, 20)
+    got, want = cpu_rope.rotate(x, cos, sin, "interleaved", isa), eager.rotate(x, cos, sin, "interleaved")
     assert torch.equal(got.isnan(), want.isnan())
     assert torch.equal(_bits(got.nan_to_num(0.0)), _bits(want.nan_to_num(0.0)))
 
 
-def test_compiled_backend_uses_it_and_gradients_match_eager():
+def test_tables_with_different_strides_are_accepted():
+    x = torch.randn(2, 2, 3, 16)
+    cos, sin = _tables(1, 1, 3, 8)
+    cos, sin = cos.expand(2, 2, 3, 8), sin.expand(2, 2, 3, 8).contiguous()  # as after the backward's sin.neg()
+    got = cpu_rope.rotate(x, cos, sin, "interleaved")
+    assert torch.equal(_bits(got), _bits(eager.rotate(x, cos, sin, "interleaved")))
+
+
+@pytest.mark.parametrize("dtype", [d for _, d in CASES if _ == cpu_rope.isas()[0]])
+def test_compiled_backend_uses_it_and_gradients_match_eager(dtype):
     g = torch.Generator().manual_seed(2)
-    q = torch.randn(2, 33, 4, 32, generator=g).bfloat16().transpose(1, 2).requires_grad_()
-    k = torch.randn(2, 4, 33, 32, generator=g).bfloat16().requires_grad_()
+    q = torch.randn(2, 33, 4, 32, generator=g).to(dtype).transpose(1, 2).requires_grad_()
+    k = torch.randn(2, 4, 33, 32, generator=g).to(dtype).requires_grad_()
     cos, sin = _tables(2, 1, 33, 16)
     assert cpu_rope.applies(q, k, (cos, sin), "interleaved")
     wq, wk = torch.randn(q.shape, generator=g), torch.randn(k.shape, generator=g)
@@ -65,11 +100,16 @@ def test_compiled_backend_uses_it_and_gradients_match_eager():
     for a, b in zip(outs["compiled"], outs["eager"]):
         torch.testing.assert_close(a.float(), b.float(), rtol=1e-2, atol=1e-2)
     assert torch.equal(_bits(outs["compiled"][0]), _bits(outs["eager"][0]))
+    assert torch.equal(_bits(outs["compiled"][1]), _bits(outs["eager"][1]))
 
 
-def test_not_used_for_learnable_tables_fp32_or_half_pairs():
+def test_not_used_for_learnable_tables_half_pairs_or_other_dtypes():
     x = torch.randn(1, 2, 3, 8).bfloat16()
     cos, sin = _tables(1, 1, 3, 4)
+    assert cpu_rope.applies(x, x, (cos, sin), "interleaved")
     assert not cpu_rope.applies(x, x, (cos.requires_grad_(), sin), "interleaved")
-    assert not cpu_rope.applies(x.float(), x.float(), (cos.detach(), sin), "interleaved")
-    assert not cpu_rope.applies(x, x, (cos.detach(), sin), "half")
+    assert not cpu_rope.applies(x, x, (cos.detach(), sin), "half")  # inductor's vector code is as fast there
+    assert not cpu_rope.applies(x.half(), x.half(), (cos.detach(), sin), "interleaved")
+    assert not cpu_rope.applies(x.double(), x.double(), (cos.detach(), sin), "interleaved")
+    if "avx512" not in cpu_rope.isas():  # AVX2 has bf16 code only
+        assert not cpu_rope.applies(x.float(), x.float(), (cos.detach(), sin), "interleaved")

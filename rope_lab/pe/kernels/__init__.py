@@ -2,8 +2,8 @@
 
 ``pe.kernel`` chooses one:
   eager     plain PyTorch ops; the parity oracle every backend is tested against
-  compiled  one ``torch.compile``d single-pass graph for q and k (CPU and GPU); bf16 interleaved pairs on x86
-            CPUs use an AVX2 C++ kernel instead (``cpu_rope``: inductor emits scalar code for that layout)
+  compiled  one ``torch.compile``d single-pass graph for q and k (CPU and GPU); on x86 CPUs interleaved pairs
+            use a C++ SIMD kernel instead (``cpu_rope``: inductor emits scalar code for that layout)
   triton    CUDA only: angles computed on the fly from positions x split frequencies, no cos/sin tables
   auto      the fastest that applies: triton on CUDA when the frequency plan needs no gradient, else compiled
             when a compiler is present and the tensor is large enough to amortise the call overhead, else eager
@@ -100,7 +100,7 @@ def rotate_qk_tables(q: Tensor, k: Tensor, cos_q: Tensor, sin_q: Tensor, cos_k: 
 
 def _rotate_qk(q, k, cos_q, sin_q, cos_k, sin_k, layout: str, kernel: str) -> tuple[Tensor, Tensor]:
     if kernel == "compiled" and cpu_rope.applies(q, k, (cos_q, sin_q, cos_k, sin_k), layout):
-        return cpu_rope.rotate_qk(q, k, cos_q, sin_q, cos_k, sin_k)
+        return cpu_rope.rotate_qk(q, k, cos_q, sin_q, cos_k, sin_k, layout)
     if kernel == "compiled" and q.dtype != torch.float64 and k.dtype != torch.float64:
         return compiled.rotate_qk(q, k, cos_q, sin_q, cos_k, sin_k, layout)
     return eager.rotate(q, cos_q, sin_q, layout), eager.rotate(k, cos_k, sin_k, layout)

@@ -1,10 +1,16 @@
-// Rotary rotation of bf16 tensors with interleaved pairs (2j, 2j+1) on x86 CPUs with AVX2 (issue 6).
+// Rotary rotation of interleaved pairs (2j, 2j+1) on x86 CPUs (issue 6): x (B, H, N, D) fp32 or bf16, fp32 tables
+// (B|1, H|1, N, P). TorchInductor emits scalar code for this layout's stride-2 accesses (RoPE-ViT, GPT-J, Meta
+// LLaMA); for half pairs (j, j+P) its vector code is as fast as this and stays in use. Bit-identical to the eager
+// oracle: the rotation is done in fp32 with separate multiplies and adds (built with -ffp-contract=off: no FMA, the
+// same roundings as eager), one rounding back to bf16 (to nearest even, as torch does).
 //
-// TorchInductor emits scalar code for the stride-2 accesses this layout needs. Here a pair of bf16 values is one
-// 32-bit word: the even element is its low half, the odd one its high half, so 8 words (16 values) hold 8 whole
-// pairs in pair order. Widening to fp32 is a shift (even) or a mask (odd); the rotation is done in fp32 with
-// separate multiplies and subtractions (no FMA: the same roundings as the eager oracle); the result is rounded to
-// bf16 to nearest-even (NaN -> the canonical quiet NaN, as torch does) and packed back into words.
+// Two instruction sets, picked at run time:
+//  avx512  AVX-512 with BF16 (Sapphire Rapids, Zen 4, ...): fp32 and bf16, 16 pairs per step, a masked tail step.
+//          fp32 pairs are split and re-interleaved with two-source permutes; bf16 is rounded by VCVTNE2PS2BF16,
+//          which flushes denormal results to zero, so a step with a denormal result is rounded in software
+//          instead (rare: |value| < 1.2e-38).
+//  avx2    bf16 only: a pair is one 32-bit word, widened by a shift (even) or a mask (odd), rounded in software.
+// Rows are split over threads with at::parallel_for (needs -fopenmp: without it the OpenMP region runs serially).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
@@ -21,6 +27,21 @@ inline uint16_t narrow(float f) {
   return uint16_t((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
 }
 
+// A run of rows: `rows` rows of D channels (unit stride) whose first 2P are P pairs, x/out rows `x_step` elements
+// apart, cos/sin rows of P floats `t_step` apart; channels past 2P pass through. One call per run, not per row:
+// a ViT row is only two 16-pair steps.
+struct Run {
+  const void* x; void* out; const float* c; const float* s;
+  int64_t rows, x_step, t_step, P, D;
+};
+using RunFn = void (*)(const Run&);
+
+template <typename T>
+inline void pass_through(const T* x, T* out, int64_t P, int64_t D) {
+  if (D > 2 * P) std::memcpy(out + 2 * P, x + 2 * P, (D - 2 * P) * sizeof(T));
+}
+
+// ---------------------------------------------------------------------------------------------- AVX2, bf16 pairs
 inline __m256i narrow8(__m256 f) {  // 8 floats -> 8 bf16 in the low halves of 32-bit lanes
   const __m256i u = _mm256_castps_si256(f);
   const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
@@ -29,10 +50,9 @@ inline __m256i narrow8(__m256 f) {  // 8 floats -> 8 bf16 in the low halves of 3
   return _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC0), _mm256_castps_si256(nan));
 }
 
-// One row: D channels of x (unit stride), P pairs, cos/sin rows of P floats.
-inline void rotate_row(const uint16_t* x, uint16_t* out, const float* c, const float* s, int64_t P, int64_t D) {
-  int64_t p = 0;
+inline void avx2_interleaved_bf16_row(const uint16_t* x, uint16_t* out, const float* c, const float* s, int64_t P) {
   const __m256i high = _mm256_set1_epi32(int(0xFFFF0000u));
+  int64_t p = 0;
   for (; p + 8 <= P; p += 8) {
     const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 2 * p));
     const __m256 x1 = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
@@ -48,39 +68,186 @@ inline void rotate_row(const uint16_t* x, uint16_t* out, const float* c, const f
     out[2 * p] = narrow(x1 * c[p] - x2 * s[p]);
     out[2 * p + 1] = narrow(x2 * c[p] + x1 * s[p]);
   }
-  for (int64_t d = 2 * P; d < D; ++d) out[d] = x[d];
+}
+
+void avx2_interleaved_bf16(const Run& r) {
+  for (int64_t i = 0; i < r.rows; ++i) {
+    const auto* x = static_cast<const uint16_t*>(r.x) + i * r.x_step;
+    auto* out = static_cast<uint16_t*>(r.out) + i * r.x_step;
+    avx2_interleaved_bf16_row(x, out, r.c + i * r.t_step, r.s + i * r.t_step, r.P);
+    pass_through(x, out, r.P, r.D);
+  }
+}
+
+// ------------------------------------------------------------------------------------------- AVX-512 with BF16
+#if defined(__GNUC__) && !defined(__clang__)
+#define ROPE_LAB_AVX512 1
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")
+
+inline __mmask16 lanes(int64_t left) { return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1); }
+
+// Loads/stores of 16 lanes; kMasked (the tail step of a row) touches only the lanes in m, reading others as zero.
+template <bool kMasked> inline __m512 load_ps(__mmask16 m, const float* p) {
+  if constexpr (kMasked) return _mm512_maskz_loadu_ps(m, p); else return _mm512_loadu_ps(p);
+}
+template <bool kMasked> inline void store_ps(__mmask16 m, float* p, __m512 v) {
+  if constexpr (kMasked) _mm512_mask_storeu_ps(p, m, v); else _mm512_storeu_ps(p, v);
+}
+template <bool kMasked> inline __m512i load_words(__mmask16 m, const uint16_t* p) {
+  if constexpr (kMasked) return _mm512_maskz_loadu_epi32(m, p); else return _mm512_loadu_si512(p);
+}
+template <bool kMasked> inline void store_words(__mmask16 m, uint16_t* p, __m512i v) {
+  if constexpr (kMasked) _mm512_mask_storeu_epi32(p, m, v); else _mm512_storeu_si512(p, v);
+}
+
+// o1, o2 -> 32 bf16: words 0..15 = o1, 16..31 = o2
+inline __m512i narrow32(__m512 o1, __m512 o2) {
+  const __mmask16 tiny1 = _mm512_fpclass_ps_mask(o1, 0x20), tiny2 = _mm512_fpclass_ps_mask(o2, 0x20);  // denormal
+  if (__builtin_expect(_kortestz_mask16_u8(tiny1, tiny2), 1)) return (__m512i)_mm512_cvtne2ps_pbh(o2, o1);
+  alignas(64) float f[32];
+  alignas(64) uint16_t b[32];
+  _mm512_store_ps(f, o1);
+  _mm512_store_ps(f + 16, o2);
+  for (int i = 0; i < 32; ++i) b[i] = narrow(f[i]);
+  return _mm512_load_si512(b);
+}
+
+// Each access reads the 16 pairs from pair p of a row (x1, x2 = their two elements) and writes them back.
+struct InterleavedF32 {
+  using T = float;
+  static uint32_t floats(__mmask16 m) { return m == 0xFFFF ? 0xFFFFFFFFu : (1u << (2 * __builtin_popcount(m))) - 1; }
+  template <bool kM> static void load(const T* x, int64_t P, int64_t p, __mmask16 m, __m512& x1, __m512& x2) {
+    const uint32_t m2 = floats(m);
+    const __m512 a = load_ps<kM>(__mmask16(m2), x + 2 * p), b = load_ps<kM>(__mmask16(m2 >> 16), x + 2 * p + 16);
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    x1 = _mm512_permutex2var_ps(a, even, b);
+    x2 = _mm512_permutex2var_ps(a, _mm512_add_epi32(even, _mm512_set1_epi32(1)), b);
+  }
+  template <bool kM> static void store(T* o, int64_t P, int64_t p, __mmask16 m, __m512 o1, __m512 o2) {
+    const uint32_t m2 = floats(m);
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    store_ps<kM>(__mmask16(m2), o + 2 * p, _mm512_permutex2var_ps(o1, lo, o2));
+    store_ps<kM>(__mmask16(m2 >> 16), o + 2 * p + 16,
+                 _mm512_permutex2var_ps(o1, _mm512_add_epi32(lo, _mm512_set1_epi32(8)), o2));
+  }
+};
+
+struct InterleavedBF16 {  // a pair is one 32-bit word: even element in the low half
+  using T = uint16_t;
+  template <bool kM> static void load(const T* x, int64_t P, int64_t p, __mmask16 m, __m512& x1, __m512& x2) {
+    const __m512i w = load_words<kM>(m, x + 2 * p);
+    x1 = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+    x2 = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(int(0xFFFF0000u))));
+  }
+  template <bool kM> static void store(T* o, int64_t P, int64_t p, __mmask16 m, __m512 o1, __m512 o2) {
+    const __m512i pairs = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                           23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    store_words<kM>(m, o + 2 * p, _mm512_permutexvar_epi16(pairs, narrow32(o1, o2)));
+  }
+};
+
+template <class Access, bool kM>
+inline void avx512_step(const typename Access::T* x, typename Access::T* out, const float* c, const float* s,
+                        int64_t P, int64_t p, __mmask16 m) {
+  __m512 x1, x2;
+  Access::template load<kM>(x, P, p, m, x1, x2);
+  const __m512 cv = load_ps<kM>(m, c + p), sv = load_ps<kM>(m, s + p);
+  const __m512 o1 = _mm512_sub_ps(_mm512_mul_ps(x1, cv), _mm512_mul_ps(x2, sv));
+  const __m512 o2 = _mm512_add_ps(_mm512_mul_ps(x2, cv), _mm512_mul_ps(x1, sv));
+  Access::template store<kM>(out, P, p, m, o1, o2);
+}
+
+template <class Access>
+void avx512_run(const Run& r) {
+  using T = typename Access::T;
+  const int64_t full = r.P / 16 * 16;
+  const __mmask16 tail = lanes(r.P - full);
+  for (int64_t i = 0; i < r.rows; ++i) {
+    const T* x = static_cast<const T*>(r.x) + i * r.x_step;
+    T* out = static_cast<T*>(r.out) + i * r.x_step;
+    const float *c = r.c + i * r.t_step, *s = r.s + i * r.t_step;
+    for (int64_t p = 0; p < full; p += 16) avx512_step<Access, false>(x, out, c, s, r.P, p, 0xFFFF);
+    if (full < r.P) avx512_step<Access, true>(x, out, c, s, r.P, full, tail);
+    pass_through(x, out, r.P, r.D);
+  }
+}
+
+#pragma GCC pop_options
+#endif
+
+bool has_avx512() {
+#ifdef ROPE_LAB_AVX512
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
+// The run function for (isa, dtype, layout), or nullptr where that isa does not cover it.
+RunFn run_fn(const std::string& isa, bool bf16, bool interleaved) {
+#ifdef ROPE_LAB_AVX512
+  if (isa == "avx512" && has_avx512()) {
+    if (interleaved) return bf16 ? avx512_run<InterleavedBF16> : avx512_run<InterleavedF32>;
+  }
+#endif
+  if (isa == "avx2" && __builtin_cpu_supports("avx2") && bf16 && interleaved) return avx2_interleaved_bf16;
+  return nullptr;
 }
 
 inline int64_t bstride(const torch::Tensor& t, int dim) { return t.size(dim) == 1 ? 0 : t.stride(dim); }
 
 }  // namespace
 
-// x (B, H, N, D) bf16 with unit last stride; cos, sin (B|1, H|1, N, P) fp32 with unit last stride.
+// The instruction sets this CPU runs, best first.
+std::vector<std::string> isas() {
+  std::vector<std::string> out;
+  if (has_avx512()) out.push_back("avx512");
+  if (__builtin_cpu_supports("avx2")) out.push_back("avx2");
+  return out;
+}
+
+bool supports(const std::string& isa, bool bf16, bool interleaved) { return run_fn(isa, bf16, interleaved); }
+
+// x (B, H, N, D) fp32/bf16, unit last stride and dense; cos, sin (B|1, H|1, N, P) fp32, unit last stride.
 // Returns the rotation with x's strides.
-torch::Tensor rotate_bf16_interleaved(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
-  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.dim() == 4 && x.stride(3) == 1, "x: 4-D bf16, unit last stride");
+torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, bool interleaved,
+                     const std::string& isa) {
+  const bool bf16 = x.scalar_type() == at::kBFloat16;
+  TORCH_CHECK((bf16 || x.scalar_type() == at::kFloat) && x.dim() == 4 && x.stride(3) == 1,
+              "x: 4-D fp32 or bf16 with unit last stride");
   TORCH_CHECK(cos.scalar_type() == at::kFloat && sin.scalar_type() == at::kFloat && cos.stride(3) == 1 &&
-              sin.stride(3) == 1 && cos.sizes() == sin.sizes(), "cos/sin: fp32, same shape, unit last stride");
+              sin.stride(3) == 1 && cos.sizes() == sin.sizes() && cos.strides() == sin.strides(),
+              "cos/sin: fp32, same shape and strides, unit last stride");
+  const RunFn fn = run_fn(isa, bf16, interleaved);
+  TORCH_CHECK(fn != nullptr, "cpu_rope: isa '", isa, "' does not cover this dtype/layout on this CPU");
   auto out = torch::empty_like(x);
   TORCH_CHECK(out.strides() == x.strides(), "x must be dense (its strides are kept for the output)");
   const int64_t H = x.size(1), N = x.size(2), D = x.size(3), P = cos.size(3);
-  const int64_t rows = x.size(0) * H * N;
-  const auto* xp = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
-  auto* op = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
+  TORCH_CHECK(2 * P <= D, "cos/sin have more pairs than x has channels");
+  const int64_t elem = x.element_size();
+  const auto* xp = static_cast<const char*>(x.data_ptr());
+  auto* op = static_cast<char*>(out.data_ptr());
   const float* cp = cos.data_ptr<float>();
   const float* sp = sin.data_ptr<float>();
   const int64_t xb = x.stride(0), xh = x.stride(1), xn = x.stride(2);
-  const int64_t cb = bstride(cos, 0), ch = bstride(cos, 1), cn = cos.stride(2);
-  const int64_t sb = bstride(sin, 0), sh = bstride(sin, 1), sn = sin.stride(2);
-  at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
-    // (b, h, n) of the first row by division, then counted up: a division per row costs as much as its math
-    int64_t n = begin % N, h = (begin / N) % H, b = begin / (N * H);
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t off = b * xb + h * xh + n * xn;
-      rotate_row(xp + off, op + off, cp + b * cb + h * ch + n * cn, sp + b * sb + h * sh + n * sn, P, D);
-      if (++n == N) {
-        n = 0;
-        if (++h == H) { h = 0; ++b; }
+  const int64_t tb = bstride(cos, 0), th = bstride(cos, 1), tn = cos.stride(2);
+  // Work unit: a block of tokens of one batch row, all heads, so a block's table rows (2P floats a token: twice
+  // a bf16 row's bytes) stay in L1 while every head reads them. Runs go along x's memory: over tokens for
+  // (B, H, N, D) memory, over heads for (B, N, H, D) memory (q/k straight from a linear).
+  constexpr int64_t kBlock = 64;
+  const int64_t blocks = (N + kBlock - 1) / kBlock;
+  const bool head_major = xn <= xh;
+  at::parallel_for(0, x.size(0) * blocks, std::max<int64_t>(1, 65536 / (kBlock * H * D)), [&](int64_t lo, int64_t hi) {
+    for (int64_t unit = lo; unit < hi; ++unit) {
+      const int64_t b = unit / blocks, n0 = (unit % blocks) * kBlock, n1 = std::min(N, n0 + kBlock);
+      const int64_t outer = head_major ? H : n1 - n0;
+      for (int64_t j = 0; j < outer; ++j) {
+        const int64_t h = head_major ? j : 0, n = head_major ? n0 : n0 + j;
+        const int64_t x_off = (b * xb + h * xh + n * xn) * elem, t_off = b * tb + h * th + n * tn;
+        fn(Run{xp + x_off, op + x_off, cp + t_off, sp + t_off, head_major ? n1 - n0 : H, head_major ? xn : xh,
+               head_major ? tn : th, P, D});
       }
     }
   });
@@ -88,5 +255,7 @@ torch::Tensor rotate_bf16_interleaved(const torch::Tensor& x, const torch::Tenso
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("rotate_bf16_interleaved", &rotate_bf16_interleaved, "bf16 interleaved-pair rotation (AVX2)");
+  m.def("isas", &isas, "instruction sets of this CPU the kernel has code for, best first");
+  m.def("supports", &supports, "whether an isa covers (bf16, interleaved)");
+  m.def("rotate", &rotate, "rotary rotation by fp32 tables (x86 SIMD)");
 }

@@ -1,10 +1,11 @@
-"""The bf16 interleaved-pair rotation on x86 CPUs (AVX2), used by the ``compiled`` backend where TorchInductor is
-weak: it emits scalar code for the stride-2 loads/stores of the interleaved layout (RoPE-ViT, GPT-J, Meta LLaMA),
-~4x slower than a copy in bf16. ``cpu_rope.cpp`` treats each (even, odd) bf16 pair as one 32-bit word instead;
-its results are bit-identical to the eager oracle. (An fp32 variant with in-register de-interleaving measured
-slower than inductor's code on a quiet machine, so fp32 stays there.) Built on first use with torch's C++
-extension loader (~20 s, cached in ``~/.cache/torch_extensions``); where it cannot be built (no compiler, no AVX2)
-the backend stays on TorchInductor.
+"""The interleaved-pair rotation on x86 CPUs, used by the ``compiled`` backend: TorchInductor emits scalar code for
+the stride-2 loads/stores of interleaved pairs (RoPE-ViT, GPT-J, Meta LLaMA), 2-4x slower than this kernel; half
+pairs stay on inductor, whose vector code is as fast there.
+
+``cpu_rope.cpp`` has two instruction sets, picked at run time: ``avx512`` (AVX-512 with BF16: Sapphire Rapids,
+Zen 4, ...) covers fp32 and bf16; ``avx2`` covers bf16. Results are bit-identical to the eager oracle. Built on
+first use with torch's C++ extension loader (~20 s, cached in ``~/.cache/torch_extensions``); where it cannot be
+built (no compiler, not x86) or the CPU has neither instruction set, the backend stays on TorchInductor.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from rope_lab.pe.kernels.autograd import keeps_strides, tables_fixed, with_inver
 
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("cpu_rope.cpp")
+#: -fopenmp: at::parallel_for's OpenMP region is compiled into the extension; without it the rows run on one thread
+FLAGS = ("-O3", "-mavx2", "-ffp-contract=off", "-fopenmp")
 
 
 @functools.cache
@@ -35,36 +38,60 @@ def extension():
         return None
     from torch.utils.cpp_extension import load
 
-    flags = ["-O3", "-mavx2", "-ffp-contract=off"]
     # named by content: torch's build cache is keyed by name, and ninja would reuse another checkout's build
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:12]
     try:
-        return load(f"rope_lab_cpu_rope_{digest}", [str(SOURCE)], extra_cflags=flags)
+        return load(f"rope_lab_cpu_rope_{digest}", [str(SOURCE)], extra_cflags=list(FLAGS),
+                    extra_ldflags=["-fopenmp"])
     except (OSError, RuntimeError) as err:  # a broken toolchain: keep working on the inductor path
         log.warning("could not build %s (%s); the compiled backend uses TorchInductor for it", SOURCE.name, err)
         return None
 
 
+def isas() -> list[str]:
+    """The instruction sets the kernel can use on this CPU, best first (empty without the extension)."""
+    ext = extension()
+    return list(ext.isas()) if ext is not None else []
+
+
+def best_isa(dtype: torch.dtype, layout: str) -> str | None:
+    """The best instruction set that covers ``dtype`` (fp32 | bf16) with ``layout`` pairs, or None."""
+    if dtype not in (torch.float32, torch.bfloat16) or layout != "interleaved":
+        return None
+    bf16, interleaved = dtype == torch.bfloat16, layout == "interleaved"
+    return next((isa for isa in isas() if extension().supports(isa, bf16, interleaved)), None)
+
+
 def applies(q: Tensor, k: Tensor, tables: tuple[Tensor, ...], layout: str) -> bool:
-    """bf16 q and k with interleaved pairs on CPU, fixed-frequency tables, and the extension available."""
-    return (layout == "interleaved" and q.device.type == "cpu" and q.dtype == k.dtype == torch.bfloat16
-            and tables_fixed(tables)
-            and not torch.compiler.is_compiling() and extension() is not None)
+    """q and k on CPU of a dtype/layout this CPU's kernel covers, fixed-frequency tables, not inside a compile."""
+    return (q.device.type == k.device.type == "cpu" and q.dtype == k.dtype and tables_fixed(tables)
+            and not torch.compiler.is_compiling() and best_isa(q.dtype, layout) is not None)
 
 
-def _rows(t: Tensor) -> Tensor:
-    return t.float() if t.stride(-1) == 1 else t.float().contiguous()
+def _tables(cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+    """fp32 tables with unit last stride and one stride pattern for both (the kernel indexes them alike)."""
+    cos, sin = cos.float(), sin.float()
+    if cos.stride(-1) != 1 or sin.stride(-1) != 1 or cos.stride() != sin.stride():
+        cos, sin = cos.contiguous(), sin.contiguous()
+    return cos, sin
 
 
-def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    return extension().rotate_bf16_interleaved(x if keeps_strides(x) else x.contiguous(), _rows(cos), _rows(sin))
+def rotate(x: Tensor, cos: Tensor, sin: Tensor, layout: str, isa: str | None = None) -> Tensor:
+    """Rotate one tensor (B, H, N, D) by fp32 tables (B|1, H|1, N, P) with ``isa`` (default: the best)."""
+    isa = isa or best_isa(x.dtype, layout)
+    x = x if keeps_strides(x) else x.contiguous()
+    return extension().rotate(x, *_tables(cos, sin), layout == "interleaved", isa)
 
 
-def _rotate_qk(q: Tensor, k: Tensor, cos_q: Tensor, sin_q: Tensor, cos_k: Tensor, sin_k: Tensor):
-    return _rotate(q, cos_q, sin_q), _rotate(k, cos_k, sin_k)
+@functools.cache
+def _qk_rotation(layout: str):
+    def rotate_qk(q, k, cos_q, sin_q, cos_k, sin_k):
+        return rotate(q, cos_q, sin_q, layout), rotate(k, cos_k, sin_k, layout)
+
+    return rotate_qk
 
 
-def rotate_qk(q: Tensor, k: Tensor, cos_q: Tensor, sin_q: Tensor, cos_k: Tensor, sin_k: Tensor):
-    """Rotate bf16 q, k (B, H, N, D) with interleaved pairs by fp32 tables (B|1, H|1, N, P); see ``applies``.
-    The backward is the same kernel with the angle negated."""
-    return with_inverse_backward(_rotate_qk, q, k, cos_q, sin_q, cos_k, sin_k)
+def rotate_qk(q: Tensor, k: Tensor, cos_q: Tensor, sin_q: Tensor, cos_k: Tensor, sin_k: Tensor, layout: str):
+    """Rotate q, k (B, H, N, D) by fp32 tables (B|1, H|1, N, P); see ``applies``. The backward is the same kernel
+    with the angle negated."""
+    return with_inverse_backward(_qk_rotation(layout), q, k, cos_q, sin_q, cos_k, sin_k)

@@ -29,10 +29,12 @@ def grid_coords(rows: int, cols: int, device=None) -> torch.Tensor:
 
 
 def image_positions(batch: int, grid: tuple[int, int], num_prefix: int = 1, device=None) -> Positions:
-    """Positions of ``num_prefix`` prefix tokens followed by a rows x cols patch grid, for every row of a batch."""
+    """Positions of ``num_prefix`` prefix tokens followed by a rows x cols patch grid, for every row of a batch: a
+    batch-broadcast view (rotary tables are built once for all images, as timm and rope-vit build them; clone to
+    write)."""
     rows, cols = int(grid[0]), int(grid[1])
     coords = torch.cat([torch.zeros(num_prefix, 2, device=device), grid_coords(rows, cols, device)])
     modality = torch.full((num_prefix + rows * cols,), IMAGE, dtype=torch.long, device=device)
     modality[:num_prefix] = NO_POSITION
-    return Positions(coords=coords.expand(batch, -1, -1).clone(), modality=modality.expand(batch, -1).clone(),
+    return Positions(coords=coords.expand(batch, -1, -1), modality=modality.expand(batch, -1),
                      meta={"grid": (rows, cols)})

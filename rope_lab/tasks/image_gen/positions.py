@@ -18,7 +18,8 @@ ID_AXES = (2, 3)
 
 def generation_positions(batch: int, grid: tuple[int, int], text_tokens: int = 0, id_axes: int = 2,
                          device=None) -> Positions:
-    """Positions of ``text_tokens`` text tokens (all-zero ids) followed by a rows x cols image grid."""
+    """Positions of ``text_tokens`` text tokens (all-zero ids) followed by a rows x cols image grid, for every row of
+    a batch: a batch-broadcast view (rotary tables are built once for all images; clone to write)."""
     if id_axes not in ID_AXES:
         raise ValueError(f"id_axes must be one of {ID_AXES}; got {id_axes}")
     if text_tokens and id_axes != 3:
@@ -30,5 +31,5 @@ def generation_positions(batch: int, grid: tuple[int, int], text_tokens: int = 0
     coords = torch.cat([torch.zeros(text_tokens, id_axes, device=device), img])
     modality = torch.full((text_tokens + rows * cols,), IMAGE, dtype=torch.long, device=device)
     modality[:text_tokens] = TEXT
-    return Positions(coords=coords.expand(batch, -1, -1).clone(), modality=modality.expand(batch, -1).clone(),
+    return Positions(coords=coords.expand(batch, -1, -1), modality=modality.expand(batch, -1),
                      meta={"grid": (rows, cols)})
