@@ -1,0 +1,53 @@
+"""scripts/bench_rope.py's bookkeeping (issue 6): the page regimes it pins and the per-row target verdicts its
+tables end with. The timings themselves are ``make bench``'s job, never a test's."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_rope.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("rope_lab_bench_rope", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def test_regime_environment_replaces_every_malloc_setting(bench, monkeypatch):
+    monkeypatch.setenv("MALLOC_MMAP_MAX_", "0")  # left over from another regime: must not leak into 'fresh'
+    monkeypatch.setenv("KEEP_ME", "1")
+    env = bench.regime_env("fresh")
+    assert env["MALLOC_MMAP_THRESHOLD_"] == "65536" and "MALLOC_MMAP_MAX_" not in env and env["KEEP_ME"] == "1"
+    assert "THP_MEM_ALLOC_ENABLE" not in env and bench.regime_env("fresh-thp")["THP_MEM_ALLOC_ENABLE"] == "1"
+    for key in bench.MALLOC_VARS:
+        monkeypatch.delenv(key, raising=False)
+    for key, value in bench.REGIMES["reuse"].items():
+        monkeypatch.setenv(key, value)
+    assert bench.in_regime("reuse") and not bench.in_regime("fresh") and not bench.in_regime("fresh-thp")
+
+
+def _row(mode, auto_ms, clone_ms, copy_ms, library_ms):
+    methods = {"ours auto": {"ms": auto_ms, "x_clone": auto_ms / clone_ms, "x_copy": auto_ms / copy_ms},
+               "transformers": {"ms": library_ms}}
+    return {"mode": mode, "methods": methods}
+
+
+@pytest.mark.parametrize(("row", "device", "verdict"), [
+    (_row("forward", 1.1, 1.0, 1.0, 5.0), "cpu", "yes"),
+    (_row("forward", 1.3, 1.0, 1.0, 5.0), "cpu", "no (1.30 > 1.20)"),
+    (_row("forward+backward", 1.3, 1.0, 1.0, 5.0), "cpu", "yes"),   # 1.5x allowed with the backward
+    (_row("forward", 1.1, 1.0, 1.0, 1.0), "cpu", "no (a library is faster)"),
+    (_row("forward", 1.3, 5.0, 1.0, 5.0), "cuda", "yes"),            # GPU: vs the copy, >= 70% of bandwidth
+    (_row("forward", 1.5, 5.0, 1.0, 5.0), "cuda", "no (1.50 > 1.43)"),
+])
+def test_target_verdict(bench, row, device, verdict):
+    assert bench.target_verdict(row, device) == verdict
