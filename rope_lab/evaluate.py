@@ -43,7 +43,7 @@ def evaluate(ckpt_path: str, overrides: dict) -> dict[str, float]:
         OmegaConf.update(cfg, key, value, merge=False)
     changes = [f"{k}={v}" for k, v in overrides.items()]
     L.seed_everything(int(cfg.seed), workers=True)
-    task, module, datamodule, _ = build(cfg)
+    task, module, datamodule, _ = build(cfg, load_init=False)
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     module.load_state_dict(state)
     out_dir = run_dir / "eval" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"

@@ -12,6 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from rope_lab.adapters import apply_adapter
 from rope_lab.backbones.registry import BACKBONE
 from rope_lab.callbacks import MetricCurvePlot, write_results
 from rope_lab.optim import OptimConfig
@@ -34,8 +35,25 @@ class _OptimHolder:
     Config = OptimConfig
 
 
-def build(cfg: DictConfig):
-    """(task, lightning module, datamodule, model) from a composed config; all validation happens here."""
+def load_model_weights(model: torch.nn.Module, ckpt: str) -> None:
+    """``model``'s weights from a rope_lab checkpoint (Lightning, ``model.``-prefixed keys) or a plain state dict;
+    every key must match (a checkpoint of another backbone or size is an error, never a partial load)."""
+    path = Path(ckpt)
+    if not path.is_file():
+        raise FileNotFoundError(f"init_ckpt={ckpt} is not a file (expected <run dir>/checkpoints/last.ckpt)")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = state.get("state_dict", state)
+    prefixed = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(prefixed or state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"init_ckpt={ckpt} does not fit this model (same backbone/pe/task sizes needed): {err}") from err
+
+
+def build(cfg: DictConfig, load_init: bool = True):
+    """(task, lightning module, datamodule, model) from a composed config; all validation happens here.
+    ``init_ckpt`` weights are loaded before the adapter is applied (``load_init=False``: the caller restores a
+    checkpoint of this very run instead, as evaluate does)."""
     task = TASK.build(cfg.task)
     spec = task.spec()
     pe = build_pe(cfg.pe)
@@ -45,6 +63,9 @@ def build(cfg: DictConfig):
     if allowed and backbone_cls.name not in allowed:
         raise ValueError(f"task={task.name} runs on backbone in {list(allowed)}; got backbone={backbone_cls.name}")
     model = backbone_cls(backbone_cfg, pe, spec)
+    if load_init and cfg.get("init_ckpt"):
+        load_model_weights(model, cfg.init_ckpt)
+    model = apply_adapter(model, cfg.get("adapter"))
     optim = typed_config(_OptimHolder, cfg.optim, "optim")
     total_steps = int(cfg.trainer.max_steps)
     datamodule = task.datamodule(int(cfg.seed), total_steps)
@@ -77,7 +98,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> float:
             cb.monitor, cb.mode = task.monitor, task.mode
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir))
     hparams = {"config": OmegaConf.to_container(cfg, resolve=True), "pe_repr": repr(model.pe),
-               "n_params": sum(p.numel() for p in model.parameters())}
+               "n_params": sum(p.numel() for p in model.parameters()),
+               "n_trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     for lg in trainer.loggers:
         lg.log_hyperparams(hparams)
     log.info("positional encoding: %r", model.pe)
@@ -85,7 +107,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> float:
     metrics = {k: v.item() for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     source = getattr(datamodule, "source", None)
     write_results(run_dir, metrics, {"task": task.name, "pe": model.pe.name, "data_source": source,
-                                     "global_step": trainer.global_step})
+                                     "global_step": trainer.global_step, "n_params": hparams["n_params"],
+                                     "n_trainable_params": hparams["n_trainable_params"]})
     for lg in trainer.loggers:
         lg.finalize("success")
     value = metrics.get(task.monitor, float("nan"))
