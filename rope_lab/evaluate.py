@@ -16,11 +16,11 @@ from rope_lab.run import build
 
 
 def parse_overrides(argv: list[str]) -> dict:
-    """Hydra override grammar (``a.b=[1,2]``, ``x=null``) -> {dotted key: python value}."""
+    """Hydra override grammar (``a.b=[1,2]``, ``x=null``, ``+a.new=1``) -> {dotted key (``+`` kept): value}."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(argv)
-    return {o.key_or_group: o.value() for o in parsed}
+    return {("+" if o.is_add() else "") + o.key_or_group: o.value() for o in parsed}
 
 
 def run_dir_of(ckpt_path: Path) -> Path:
@@ -38,9 +38,14 @@ def evaluate(ckpt_path: str, overrides: dict) -> dict[str, float]:
     run_dir = run_dir_of(ckpt)
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     for key, value in overrides.items():
-        if OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
-            raise ValueError(f"eval override '{key}' is not a key of the run's config ({run_dir}/.hydra/config.yaml)")
-        OmegaConf.update(cfg, key, value, merge=False)
+        add, name = key.startswith("+"), key.lstrip("+")
+        exists = OmegaConf.select(cfg, name, default="__missing__") != "__missing__"
+        if not add and not exists:
+            raise ValueError(f"eval override '{name}' is not a key of the run's config ({run_dir}/.hydra/config.yaml); "
+                             f"add a new key with '+{name}=...' (e.g. an option of another pe: +pe.split=0.3)")
+        if add and exists:
+            raise ValueError(f"eval override '+{name}': the run's config already has '{name}'; drop the '+'")
+        OmegaConf.update(cfg, name, value, merge=False, force_add=add)
     changes = [f"{k}={v}" for k, v in overrides.items()]
     L.seed_everything(int(cfg.seed), workers=True)
     task, module, datamodule, _ = build(cfg, load_init=False)
