@@ -26,6 +26,11 @@ def run(cmd: list[str]) -> None:
     subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env, check=True)
 
 
+def shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it."""
+    return str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
+
+
 def ppl(metrics: dict) -> list[float]:
     return [metrics[f"val/ppl@{n}"] for n in LENGTHS]
 
@@ -58,7 +63,7 @@ def main(argv: list[str] | None = None) -> Path:
     reliable = reliable_split(128)
     lines = ["# HiRoPE, training-free, on a RoPE LM trained at L = 128", "",
              f"Written by `python scripts/reproduce.py hirope` on {time.strftime('%Y-%m-%d')} ({(time.time() - started) / 60:.1f} "
-             f"min; a finished base run in {args.out} is reused). Byte-level LLaMA decoder (4 layers, dim 128, head_dim "
+             f"min; a finished base run in {shown(args.out)} is reused). Byte-level LLaMA decoder (4 layers, dim 128, head_dim "
              f"32: 16 rotary pairs), python_docs, {args.steps} steps at 128; perplexity on held-out text.", "",
              "| pe | split (token-level fraction) | segment (tokens per unit) | " + " | ".join(f"ppl@{n}" for n in LENGTHS)
              + " |", "|---|---|---|" + "---|" * len(LENGTHS)]
