@@ -68,10 +68,11 @@ class DecoderBlock(nn.Module):
     """Pre-norm LLaMA block: x + attn(norm(x)); x + mlp(norm(x))."""
 
     def __init__(self, dim: int, n_heads: int, n_kv_heads: int, hidden: int, layer: int,
-                 pe: PositionalEncoding, causal: bool = True, norm_eps: float = 1e-6) -> None:
+                 pe: PositionalEncoding, causal: bool = True, norm_eps: float = 1e-6,
+                 attn: nn.Module | None = None) -> None:
         super().__init__()
         self.attn_norm = RMSNorm(dim, norm_eps)
-        self.attn = Attention(dim, n_heads, n_kv_heads, layer, pe, causal=causal)
+        self.attn = attn if attn is not None else Attention(dim, n_heads, n_kv_heads, layer, pe, causal=causal)
         self.mlp_norm = RMSNorm(dim, norm_eps)
         self.mlp = SwiGLU(dim, hidden)
 

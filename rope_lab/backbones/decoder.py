@@ -1,4 +1,5 @@
-"""LLaMA-style decoder (Touvron et al. 2023): RMSNorm, SwiGLU, grouped-query attention, KV cache.
+"""LLaMA-style decoder (Touvron et al. 2023): RMSNorm, SwiGLU, grouped-query attention (or DeepSeek-V2's latent
+attention with decoupled RoPE, ``attention=mla``: rope_lab/backbones/mla.py), KV cache.
 
 Position-agnostic: it calls ``pe.prepare`` once, ``pe.embed`` once and (through ``Attention``) ``pe.attend``
 in every block. HF ``LlamaForCausalLM`` is the reference architecture (tests compare logits).
@@ -8,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from rope_lab.backbones.blocks import DecoderBlock, RMSNorm
+from rope_lab.backbones.mla import MLAttention
 from rope_lab.backbones.registry import register_backbone
 from rope_lab.pe.base import AttentionGeometry, KVCache, PositionalEncoding, Positions
 
@@ -31,6 +34,34 @@ class DecoderConfig:
     init_std: float = 0.02
     max_tokens: int = 4096  # only for table-based PEs (learned APE)
     activation_checkpointing: bool = False
+    attention: str = "mha"  # mha (grouped-query) | mla (DeepSeek-V2 latent attention with decoupled RoPE)
+    kv_lora_rank: int = 64  # mla: width of the per-token key/value latent
+    q_lora_rank: Optional[int] = None  # mla: low-rank queries (None: a full query projection)
+    qk_nope_head_dim: Optional[int] = None  # mla: position-free q/k channels per head (None: dim // n_heads)
+    qk_rope_head_dim: int = 16  # mla: decoupled rotary channels per head (one key part shared by all heads)
+    v_head_dim: Optional[int] = None  # mla: value channels per head (None: dim // n_heads)
+
+
+ATTENTIONS = ("mha", "mla")
+
+
+def attention_geometry(cfg: DecoderConfig) -> AttentionGeometry:
+    """What the PE sees: MLA heads are [rope | nope] channels wide, only the rope part positional, keys per head."""
+    if cfg.attention not in ATTENTIONS:
+        raise ValueError(f"unknown backbone.attention '{cfg.attention}'; choose one of {list(ATTENTIONS)}")
+    head_dim = cfg.dim // cfg.n_heads
+    if cfg.attention == "mha":
+        return AttentionGeometry(cfg.dim, head_dim, cfg.n_heads, cfg.n_kv_heads, cfg.depth, cfg.max_tokens)
+    qk = (cfg.qk_nope_head_dim or head_dim) + cfg.qk_rope_head_dim
+    return AttentionGeometry(cfg.dim, qk, cfg.n_heads, cfg.n_heads, cfg.depth, cfg.max_tokens,
+                             rotary_dim=cfg.qk_rope_head_dim)
+
+
+def latent_attention(cfg: DecoderConfig, layer: int, pe: PositionalEncoding) -> MLAttention:
+    head_dim = cfg.dim // cfg.n_heads
+    return MLAttention(cfg.dim, cfg.n_heads, layer, pe, kv_lora_rank=cfg.kv_lora_rank,
+                       qk_nope_head_dim=cfg.qk_nope_head_dim or head_dim, qk_rope_head_dim=cfg.qk_rope_head_dim,
+                       v_head_dim=cfg.v_head_dim or head_dim, q_lora_rank=cfg.q_lora_rank, norm_eps=cfg.norm_eps)
 
 
 class Decoder(nn.Module):
@@ -40,12 +71,11 @@ class Decoder(nn.Module):
     def __init__(self, cfg: DecoderConfig, pe: PositionalEncoding) -> None:
         super().__init__()
         self.cfg = cfg
-        head_dim = cfg.dim // cfg.n_heads
-        self.pe = pe.setup(AttentionGeometry(cfg.dim, head_dim, cfg.n_heads, cfg.n_kv_heads, cfg.depth,
-                                             cfg.max_tokens))
+        self.pe = pe.setup(attention_geometry(cfg))
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.blocks = nn.ModuleList(
-            DecoderBlock(cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.mlp_hidden, i, self.pe, True, cfg.norm_eps)
+            DecoderBlock(cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.mlp_hidden, i, self.pe, True, cfg.norm_eps,
+                         attn=latent_attention(cfg, i, self.pe) if cfg.attention == "mla" else None)
             for i in range(cfg.depth)
         )
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)

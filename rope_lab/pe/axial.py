@@ -76,7 +76,7 @@ class AxialRoPE(Rotary):
 
     def setup(self, geometry) -> AxialRoPE:
         # axis groups must be known before Rotary.setup builds inv_freq through base_inv_freq()
-        rotary_dim = 2 * (int(geometry.head_dim * self.cfg.rotary_fraction) // 2)
+        rotary_dim = 2 * (int(geometry.positional_dim * self.cfg.rotary_fraction) // 2)
         self.axes_dim, self.axis_order = resolve_axes(self.cfg.num_axes, self.cfg.axes_dim, self.cfg.axis_order,
                                                       rotary_dim)
         super().setup(geometry)

@@ -74,6 +74,13 @@ class AttentionGeometry:
     depth: int
     max_tokens: int = 4096  # only absolute (table-based) PEs use it; rotary PEs have no length limit
     grid: tuple[int, ...] | None = None  # training patch grid (rows, cols) of vision backbones (learned 2-D APE)
+    #: leading channels of each q/k head that positions may rotate (MLA's decoupled RoPE part); None: all of them
+    rotary_dim: int | None = None
+
+    @property
+    def positional_dim(self) -> int:
+        """Channels of a head a rotary PE works on (before its own ``rotary_fraction``)."""
+        return self.head_dim if self.rotary_dim is None else self.rotary_dim
 
 
 @dataclass

@@ -78,7 +78,7 @@ class Rotary(PositionalEncoding):
     # -- build time -------------------------------------------------------------------------------
     def setup(self, geometry) -> Rotary:
         super().setup(geometry)
-        self.n_pairs = rotary_pairs(geometry.head_dim, self.cfg.rotary_fraction)
+        self.n_pairs = rotary_pairs(geometry.positional_dim, self.cfg.rotary_fraction)
         self.scaling.setup(2 * self.n_pairs, self.cfg.base)
         self.register_buffer("inv_freq", self.base_inv_freq(), persistent=False)
         self.psc = None
