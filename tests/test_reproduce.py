@@ -23,7 +23,7 @@ def _dispatcher():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["yarn", "p_rope", "bf16_anchor", "base_bound", "road"])
+@pytest.mark.parametrize("name", ["yarn", "p_rope", "bf16_anchor", "base_bound", "road", "hirope"])
 def test_reproduce(name):
     dispatcher = _dispatcher()
     assert name in dispatcher.available()

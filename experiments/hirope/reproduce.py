@@ -10,25 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from rope_lab.analysis.reproduce import run_entry, shown, write_report
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 LENGTHS = (128, 256, 512, 1024)
-
-
-def run(cmd: list[str]) -> None:
-    env = {**os.environ, "ROPE_LAB_KERNEL": os.environ.get("ROPE_LAB_KERNEL", "eager")}
-    subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env, check=True)
-
-
-def shown(path: Path) -> str:
-    """``path`` relative to the repository when it is inside it."""
-    return str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
 
 
 def ppl(metrics: dict) -> list[float]:
@@ -46,14 +36,14 @@ def main(argv: list[str] | None = None) -> Path:
     started = time.time()
     base = args.out / "rope"
     if not (base / "results.json").exists():
-        run(["train.py", f"hydra.run.dir={base}", f"trainer.max_steps={args.steps}", "trainer.enable_progress_bar=false",
+        run_entry(["train.py", f"hydra.run.dir={base}", f"trainer.max_steps={args.steps}", "trainer.enable_progress_bar=false",
              f"task.eval_lengths=[{','.join(map(str, LENGTHS))}]"])
     ckpt = base / "checkpoints" / "last.ckpt"
     rows = [("rope (trained)", "-", "-", ppl(json.loads((base / "results.json").read_text())["metrics"]))]
     for split in args.splits:
         for segment in args.segments:
             before = set((base / "eval").glob("*")) if (base / "eval").exists() else set()
-            run(["eval.py", f"ckpt_path={ckpt}", "pe.name=hirope", f"+pe.split={split}", f"+pe.segment={segment}"])
+            run_entry(["eval.py", f"ckpt_path={ckpt}", "pe.name=hirope", f"+pe.split={split}", f"+pe.segment={segment}"])
             (new,) = set((base / "eval").glob("*")) - before
             rows.append(("hirope", split, segment, ppl(json.loads((new / "results.json").read_text())["metrics"])))
     rope = rows[0][3]
@@ -76,10 +66,7 @@ def main(argv: list[str] | None = None) -> Path:
               f"{rope[0]:.3f}",
               f"- (2) App. A's reliable split for L = 128 is log_10000(128 / 2 pi) = {reliable:.3f} "
               f"({reliable * 16:.1f} of 16 pairs); the best split here is {best[1]}", ""]
-    args.tables.mkdir(parents=True, exist_ok=True)
-    (args.tables / "results.md").write_text("\n".join(lines))
-    print("\n".join(lines))
-    return args.tables
+    return write_report(args.tables, lines)
 
 
 if __name__ == "__main__":

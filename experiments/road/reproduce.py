@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from rope_lab.analysis.reproduce import run_entry, shown, write_report
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -36,11 +36,10 @@ PRETRAIN = ["task.train_resolution=16", "optim.lr=2e-3", "optim.weight_decay=0.0
 def train(run_dir: Path, overrides: list[str], steps: int, val_samples: int) -> dict:
     """One train.py run (or its finished record: reruns skip finished runs); returns its results.json."""
     if not (run_dir / "results.json").exists():
-        cmd = [sys.executable, "train.py", "experiment=road/resolution", f"hydra.run.dir={run_dir}",
+        cmd = ["train.py", "experiment=road/resolution", f"hydra.run.dir={run_dir}",
                f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}", f"task.val_samples={val_samples}",
                "trainer.enable_progress_bar=false", *overrides]
-        env = {**os.environ, "ROPE_LAB_KERNEL": os.environ.get("ROPE_LAB_KERNEL", "eager")}
-        subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+        run_entry(cmd)
     return json.loads((run_dir / "results.json").read_text())
 
 
@@ -94,13 +93,10 @@ def main(argv: list[str] | None = None) -> Path:
                                            args.steps, args.val_samples)))
     lines = [f"# RoAd vs LoRA vs full fine-tuning (ViT, Fashion-MNIST, 16 px -> 28 px)", "",
              f"Written by `python scripts/reproduce.py road` on {time.strftime('%Y-%m-%d')} (this invocation "
-             f"{(time.time() - started) / 60:.1f} min; runs already finished in {args.out} are reused). Pretraining {args.pretrain_steps} steps at "
+             f"{(time.time() - started) / 60:.1f} min; runs already finished in {shown(args.out)} are reused). Pretraining {args.pretrain_steps} steps at "
              f"16 px, adaptation {args.steps} steps at 28 px, {args.val_samples} test images per resolution, one seed.",
              "", *table(pretrained, rows), "", "## Claims", "", *checks(pretrained, rows), ""]
-    args.tables.mkdir(parents=True, exist_ok=True)
-    (args.tables / "results.md").write_text("\n".join(lines))
-    print("\n".join(lines))
-    return args.tables
+    return write_report(args.tables, lines)
 
 
 if __name__ == "__main__":
