@@ -3,6 +3,8 @@ peft's layers, freeze the rest."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from torch import nn
 
 
@@ -32,7 +34,7 @@ def freeze_all_but(model: nn.Module, adapter_params: list[nn.Parameter], trainab
         p.requires_grad_(True)
 
 
-class PeftAdapter:
+class PeftAdapter(ABC):
     """Base of the peft-backed adapters: a subclass gives its typed ``Config`` (with ``target_modules`` and
     ``trainable``), ``peft_config()``, the name prefix of its parameters and ``check_layer``."""
 
@@ -41,8 +43,9 @@ class PeftAdapter:
     def __init__(self, cfg) -> None:
         self.cfg = cfg
 
+    @abstractmethod
     def peft_config(self):
-        raise NotImplementedError
+        """The peft config (``RoadConfig``, ``LoraConfig``, ...) this adapter injects."""
 
     def check_layer(self, name: str, linear: nn.Linear) -> None:
         """Raise a ValueError naming ``name`` when this adapter cannot wrap ``linear``."""
