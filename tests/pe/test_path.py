@@ -1,7 +1,8 @@
 """PaTH attention (rope_lab/pe/path.py) against the official pure-PyTorch reference ``naive_path_attn``
 (fla-org/flash-linear-attention, ``fla-core``) with and without the forget gate, grouped keys and a length across
 its 64-token chunks; the logits against explicit products of the transforms; beta = 0 is plain causal attention;
-the gates' ranges; clear errors."""
+the gates' ranges; KV-cache decoding (chunks and single tokens, with the gate) equals one parallel pass; clear
+errors."""
 
 from __future__ import annotations
 
@@ -56,25 +57,47 @@ def test_beta_zero_is_plain_causal_attention():
 def test_gates_give_unit_w_beta_in_0_2_and_a_causal_short_convolution():
     gates = PaTHGates(dim=24, n_heads=4, n_kv_heads=2, head_dim=8, w_rank=4, conv_size=3, forget_gate=True)
     x = torch.randn(2, 11, 24)
-    w, beta, forget = gates(x)
+    w, beta, forget, _ = gates(x)
     assert w.shape == (2, 2, 11, 8) and beta.shape == (2, 2, 11) and forget.shape == (2, 4, 11)
     torch.testing.assert_close(w.norm(dim=-1), torch.ones(2, 2, 11))
     assert ((beta > 0) & (beta < 2)).all() and (forget <= 0).all()
     x2 = x.clone()
     x2[:, 7:] = torch.randn(2, 4, 24)  # the future does not change earlier transforms
-    w2, beta2, _ = gates(x2)
+    w2, beta2, _, _ = gates(x2)
     assert torch.equal(w2[:, :, :7], w[:, :, :7]) and torch.equal(beta2[:, :, :7], beta[:, :, :7])
 
 
-def test_kv_cache_and_missing_hidden_states_are_clear_errors():
+@pytest.mark.parametrize("forget_gate", [False, True])
+def test_kv_cache_decoding_equals_one_parallel_pass(forget_gate):
+    """Prefill, a 3-token chunk, then single tokens == the full sequence (grouped keys, the gate's running sums)."""
+    from rope_lab.backbones.decoder import Decoder, DecoderConfig
+    from rope_lab.pe import build_pe
+
+    from .helpers import pe_config
+
+    torch.manual_seed(0)
+    cfg = DecoderConfig(vocab_size=40, dim=32, depth=2, n_heads=4, n_kv_heads=2, mlp_hidden=48)
+    model = Decoder(cfg, build_pe(pe_config("path", forget_gate=forget_gate))).double().eval()
+    tokens, pos = torch.randint(0, 40, (2, 12)), Positions.sequence(2, 12)
+    with torch.no_grad():
+        full = model(tokens, pos)
+        cache = model.new_cache()
+        parts = [model(tokens[:, :5], pos.slice(0, 5), cache), model(tokens[:, 5:8], pos.slice(5, 8), cache)]
+        parts += [model(tokens[:, i : i + 1], pos.slice(i, i + 1), cache) for i in range(8, 12)]
+    torch.testing.assert_close(torch.cat(parts, 1), full, rtol=1e-9, atol=1e-9)
+
+
+def test_packed_decoding_and_missing_hidden_states_are_clear_errors():
+    import dataclasses
+
     from rope_lab.pe.base import KVCache
 
     pe = build("path")
     q = k = v = torch.randn(1, 2, 3, 16)
-    state = pe.prepare(Positions.sequence(1, 3))
-    with pytest.raises(ValueError, match="pe=path has no KV-cache decoding"):
-        pe.attend(q, k, v, state=state, layer=0, causal=True, x=torch.randn(1, 3, 32), cache=KVCache(2))
+    packed = dataclasses.replace(Positions.sequence(1, 3), segment=torch.zeros(1, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="pe=path decodes one document per row"):
+        pe.attend(q, k, v, state=pe.prepare(packed), layer=0, causal=True, x=torch.randn(1, 3, 32), cache=KVCache(2))
     with pytest.raises(ValueError, match="must pass x to pe.attend"):
-        pe.attend(q, k, v, state=state, layer=0, causal=True)
+        pe.attend(q, k, v, state=pe.prepare(Positions.sequence(1, 3)), layer=0, causal=True)
     with pytest.raises(ValueError, match="only works with causal attention"):
         pe.check_compatible(1, causal=False)
