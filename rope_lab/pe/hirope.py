@@ -57,9 +57,9 @@ class HiRoPE(Rotary):
         return self
 
     def position_map(self, positions: Positions, cache: KVCache | None = None) -> Tensor:
-        token = positions.coords[..., :1]
         if positions.num_axes == 2:
             return positions.coords
+        token = positions.coords[..., :1]
         return torch.cat([token, torch.div(token, self.cfg.segment, rounding_mode="floor")], dim=-1)
 
     def frequency_plan(self, inv_freq: Tensor, layer: int) -> Tensor:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rope_lab.pe.base import KVCache, PEState, PositionalEncoding
+from rope_lab.pe.kernels.eager import math_dtype
 from rope_lab.pe.registry import register_pe
 
 
@@ -49,14 +50,18 @@ def path_attention(q: Tensor, k: Tensor, v: Tensor, w: Tensor, beta: Tensor, log
     None; keep: an optional boolean (.., N, N) mask (e.g. documents of a packed row) on top of causality."""
     rep = q.shape[1] // k.shape[1]
     k, v, w, beta = (t.repeat_interleave(rep, dim=1) for t in (k, v, w, beta))
-    wide = torch.float64 if q.dtype == torch.float64 else torch.float32  # fp32 math (float64 kept for tests)
+    wide = math_dtype(q.dtype)
     logits = path_logits(q.to(wide), k.to(wide), w.to(wide), beta.to(wide))
     if log_forget is not None:
         cum = log_forget.to(wide).cumsum(-1)
         logits = logits + cum[..., :, None] - cum[..., None, :]
     n = q.shape[-2]
     allowed = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
-    allowed = allowed if keep is None else allowed & keep
+    return softmax_values(logits, allowed if keep is None else allowed & keep, v, q)
+
+
+def softmax_values(logits: Tensor, allowed: Tensor, v: Tensor, q: Tensor) -> Tensor:
+    """softmax(logits / sqrt(d)) over the allowed keys, times v; in q's dtype."""
     attn = (logits / math.sqrt(q.shape[-1])).masked_fill(~allowed, float("-inf")).softmax(dim=-1)
     return (attn.to(v.dtype) @ v).to(q.dtype)
 
@@ -167,7 +172,7 @@ class PaTH(PositionalEncoding):
         conv_tail, keys_past, gate_past = mem.get((layer, "conv")), mem.get((layer, "keys")), mem.get((layer, "gate"))
         w, beta, forget, mem[(layer, "conv")] = self.gates[layer](x, conv_tail)
         rep = q.shape[1] // k.shape[1]
-        wide = torch.float64 if q.dtype == torch.float64 else torch.float32
+        wide = math_dtype(q.dtype)
         qf, kf = q.to(wide), k.to(wide)
         wq, bq = w.to(wide).repeat_interleave(rep, 1), beta.to(wide).repeat_interleave(rep, 1)
         kq = kf.repeat_interleave(rep, 1)
@@ -177,7 +182,6 @@ class PaTH(PositionalEncoding):
         gates = None
         if forget is not None:  # running sums of log f over the whole sequence, continued from the cache
             gates = forget.to(wide).cumsum(-1) + (0.0 if gate_past is None else gate_past[..., -1:])
-        if gates is not None:
             logits = logits + gates[..., :, None] - gates[..., None, :]
         if keys_past is not None:  # earlier tokens: their keys are already transformed up to the chunk
             cross = queries_to_past(qf, wq, bq) @ keys_past.to(wide).repeat_interleave(rep, 1).transpose(-1, -2)
@@ -190,8 +194,7 @@ class PaTH(PositionalEncoding):
         if gates is not None:
             mem[(layer, "gate")] = gates if gate_past is None else torch.cat([gate_past, gates], dim=-1)
         _, values = cache.append(layer, k, v)  # values as usual; the keys live transformed in pe_state
-        attn = (logits / math.sqrt(q.shape[-1])).masked_fill(~allowed, float("-inf")).softmax(dim=-1)
-        return (attn.to(v.dtype) @ values.repeat_interleave(rep, 1)).to(q.dtype)
+        return softmax_values(logits, allowed, values.repeat_interleave(rep, 1), q)
 
     def extra_repr(self) -> str:
         return f"name={self.name}, w_rank={self.cfg.w_rank}, conv_size={self.cfg.conv_size}, " \
