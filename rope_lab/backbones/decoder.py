@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +34,7 @@ class DecoderConfig:
     init_std: float = 0.02
     max_tokens: int = 4096  # only for table-based PEs (learned APE)
     activation_checkpointing: bool = False
-    attention: str = "mha"  # mha (grouped-query) | mla (DeepSeek-V2 latent attention with decoupled RoPE)
+    attention: str = "mha"  # a key of ATTENTIONS: mha (grouped-query) | mla (DeepSeek-V2 latent, decoupled RoPE)
     kv_lora_rank: int = 64  # mla: width of the per-token key/value latent
     q_lora_rank: Optional[int] = None  # mla: low-rank queries (None: a full query projection)
     qk_nope_head_dim: Optional[int] = None  # mla: position-free q/k channels per head (None: dim // n_heads)
@@ -42,17 +42,14 @@ class DecoderConfig:
     v_head_dim: Optional[int] = None  # mla: value channels per head (None: dim // n_heads)
 
 
-ATTENTIONS = ("mha", "mla")
+def mha_geometry(cfg: DecoderConfig) -> AttentionGeometry:
+    return AttentionGeometry(cfg.dim, cfg.dim // cfg.n_heads, cfg.n_heads, cfg.n_kv_heads, cfg.depth,
+                             cfg.max_tokens)
 
 
-def attention_geometry(cfg: DecoderConfig) -> AttentionGeometry:
-    """What the PE sees: MLA heads are [rope | nope] channels wide, only the rope part positional, keys per head."""
-    if cfg.attention not in ATTENTIONS:
-        raise ValueError(f"unknown backbone.attention '{cfg.attention}'; choose one of {list(ATTENTIONS)}")
-    head_dim = cfg.dim // cfg.n_heads
-    if cfg.attention == "mha":
-        return AttentionGeometry(cfg.dim, head_dim, cfg.n_heads, cfg.n_kv_heads, cfg.depth, cfg.max_tokens)
-    qk = (cfg.qk_nope_head_dim or head_dim) + cfg.qk_rope_head_dim
+def mla_geometry(cfg: DecoderConfig) -> AttentionGeometry:
+    """MLA heads are [rope | nope] channels wide, only the rope part positional, keys per head."""
+    qk = (cfg.qk_nope_head_dim or cfg.dim // cfg.n_heads) + cfg.qk_rope_head_dim
     return AttentionGeometry(cfg.dim, qk, cfg.n_heads, cfg.n_heads, cfg.depth, cfg.max_tokens,
                              rotary_dim=cfg.qk_rope_head_dim)
 
@@ -64,6 +61,32 @@ def latent_attention(cfg: DecoderConfig, layer: int, pe: PositionalEncoding) -> 
                        v_head_dim=cfg.v_head_dim or head_dim, q_lora_rank=cfg.q_lora_rank, norm_eps=cfg.norm_eps)
 
 
+@dataclass(frozen=True)
+class AttentionKind:
+    """One ``backbone.attention`` choice: the geometry the PE is set up with, and the attention module of a
+    block (None: the standard grouped-query ``Attention``)."""
+
+    geometry: Callable[[DecoderConfig], AttentionGeometry]
+    module: Optional[Callable[[DecoderConfig, int, PositionalEncoding], nn.Module]] = None
+
+
+ATTENTIONS: dict[str, AttentionKind] = {
+    "mha": AttentionKind(mha_geometry),
+    "mla": AttentionKind(mla_geometry, latent_attention),
+}
+
+
+def attention_kind(cfg: DecoderConfig) -> AttentionKind:
+    if cfg.attention not in ATTENTIONS:
+        raise ValueError(f"unknown backbone.attention '{cfg.attention}'; choose one of {sorted(ATTENTIONS)}")
+    return ATTENTIONS[cfg.attention]
+
+
+def attention_geometry(cfg: DecoderConfig) -> AttentionGeometry:
+    """What the PE sees (head width, rotary channels, key heads) for the configured attention."""
+    return attention_kind(cfg).geometry(cfg)
+
+
 class Decoder(nn.Module):
     """Token ids (B, N) + Positions -> logits (B, N, vocab). ``inputs_embeds`` lets a video-LLM feed
     projected vision features instead of ids for some tokens."""
@@ -71,11 +94,12 @@ class Decoder(nn.Module):
     def __init__(self, cfg: DecoderConfig, pe: PositionalEncoding) -> None:
         super().__init__()
         self.cfg = cfg
-        self.pe = pe.setup(attention_geometry(cfg))
+        kind = attention_kind(cfg)
+        self.pe = pe.setup(kind.geometry(cfg))
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.blocks = nn.ModuleList(
             DecoderBlock(cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.mlp_hidden, i, self.pe, True, cfg.norm_eps,
-                         attn=latent_attention(cfg, i, self.pe) if cfg.attention == "mla" else None)
+                         attn=kind.module(cfg, i, self.pe) if kind.module is not None else None)
             for i in range(cfg.depth)
         )
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
