@@ -7,20 +7,26 @@ ones with the unit index (the paper's textual rule in §3.1; its Eq. 3 writes th
 shared/reference/lm_variants.md §9). Training-free: a RoPE model read with HiRoPE sees relative distances
 (token distance on the fast pairs, unit distance on the slow ones), so far-apart tokens stay within the slow
 pairs' trained range. App. A's "reliable split" ``reliable_split`` gives the fraction of dimensions that completed a
-period in pretraining. No official code exists; this follows the paper. The paper's local window (original RoPE
-for |i - j| < L_window, the hierarchical format beyond) is not implemented: its offset rule is ambiguous in the
-text.
+period in pretraining. No official code exists; this follows the paper.
+
+Local window (``window`` = L_window > 0, the paper's default 512): pairs of tokens closer than the window attend
+with original RoPE (the token index on every pair); farther ones with the hierarchical format, with
+``window_offset`` added to the high-level (unit) distance. The paper says "adding L_window - 1 to each high-level
+distance" (the default, None); the text does not say whether the offset counts tokens or units, so it is a
+parameter. As in ReRoPE, the two score matrices are computed explicitly and merged per (query, key) pair, so this
+path costs O(N^2) memory: an evaluation path (the paper's use), not a training kernel.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import Tensor
 
-from rope_lab.pe.base import KVCache, Positions
+from rope_lab.pe.base import KVCache, PEState, Positions
 from rope_lab.pe.registry import register_pe
 from rope_lab.pe.rotary import Rotary, RotaryConfig
 
@@ -29,6 +35,8 @@ from rope_lab.pe.rotary import Rotary, RotaryConfig
 class HiRoPEConfig(RotaryConfig):
     split: float = 0.5  # d_s / d: the fraction of pairs (highest frequencies) that rotate with the token index
     segment: int = 128  # tokens per unit when the task builds token indices only (the paper's rule for text)
+    window: int = 0  # L_window: original RoPE for token distance < window, the hierarchical format beyond (0: off)
+    window_offset: Optional[float] = None  # added to the unit distance beyond the window (None: window - 1)
 
 
 def reliable_split(pretrain_length: float, base: float = 10000.0) -> float:
@@ -48,6 +56,8 @@ class HiRoPE(Rotary):
             raise ValueError(f"HiRoPE needs pe.split in [0, 1] (the token-level fraction of the pairs); got {cfg.split}")
         if cfg.segment < 1:
             raise ValueError(f"HiRoPE needs pe.segment >= 1 tokens per unit; got {cfg.segment}")
+        if cfg.window < 0:
+            raise ValueError(f"HiRoPE needs pe.window >= 0 tokens (0: no local window); got {cfg.window}")
         super().__init__(cfg)
 
     def setup(self, geometry) -> HiRoPE:
@@ -65,6 +75,41 @@ class HiRoPE(Rotary):
     def frequency_plan(self, inv_freq: Tensor, layer: int) -> Tensor:
         return (inv_freq[None, :] * self.axis_onehot)[None]  # (1, 2, P): pair j reads one level
 
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, *, state: PEState, layer: int, causal: bool,
+               x: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+        if self.cfg.window == 0:
+            return super().attend(q, k, v, state=state, layer=layer, causal=causal, x=x, cache=cache)
+        coords = state.coords  # (B, N, 2): token, unit
+        token, unit = coords[..., :1], coords[..., 1:]
+        offset = self.cfg.window - 1 if self.cfg.window_offset is None else self.cfg.window_offset
+        q_near, k_near = self._rotated(q, k, torch.cat([token, token], -1), layer)  # original RoPE on every pair
+        q_far, _ = self._rotated(q, k, torch.cat([token, unit + offset], -1), layer)
+        _, k_far = self._rotated(q, k, coords, layer)
+        keys, key_tokens = torch.cat([k_near, k_far], -1), token[..., 0]
+        if cache is not None:
+            keys, v = cache.append(layer, keys, v)
+            cached = cache.pe_state.get(f"hirope_tokens/{layer}")
+            key_tokens = key_tokens if cached is None else torch.cat([cached, key_tokens], 1)
+            cache.pe_state[f"hirope_tokens/{layer}"] = key_tokens
+        k_near, k_far = keys.split(q.shape[-1], -1)
+        return self._windowed_attention(q_near, q_far, k_near, k_far, v, token[..., 0], key_tokens, causal)
+
+    def _rotated(self, q: Tensor, k: Tensor, coords: Tensor, layer: int) -> tuple[Tensor, Tensor]:
+        """q and k rotated at explicit (token, unit) coordinates."""
+        return self.rotate(q, k, self.prepare(Positions(coords=coords)), layer)
+
+    def _windowed_attention(self, q_near, q_far, k_near, k_far, v, query_tokens, key_tokens, causal) -> Tensor:
+        groups = q_near.shape[1] // k_near.shape[1]  # grouped-query attention: expand key heads explicitly
+        k_near, k_far, v = (t.repeat_interleave(groups, 1) for t in (k_near, k_far, v))
+        distance = query_tokens[:, None, :, None] - key_tokens[:, None, None, :]  # (B, 1, Nq, Nk)
+        scores = torch.where(distance.abs() < self.cfg.window, q_near @ k_near.transpose(-1, -2),
+                             q_far @ k_far.transpose(-1, -2)) / math.sqrt(q_near.shape[-1])
+        if causal:  # the newest keys are the queries themselves (KV cache): key index <= past + query index
+            nq, nk = q_near.shape[-2], k_near.shape[-2]
+            keep = torch.arange(nk, device=v.device)[None, :] <= torch.arange(nq, device=v.device)[:, None] + nk - nq
+            scores = scores.masked_fill(~keep, float("-inf"))
+        return scores.softmax(-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(v.dtype) @ v
+
     def example_positions(self, batch: int, length: int, start: int = 0) -> Positions:
         """Token indices start.. with units of 3 tokens (a small hierarchy for the property tests)."""
         token = torch.arange(start, start + length, dtype=torch.float32)
@@ -73,4 +118,5 @@ class HiRoPE(Rotary):
 
     def extra_repr(self) -> str:
         token_pairs = int(self.axis_onehot[0].sum()) if hasattr(self, "axis_onehot") else "?"
-        return super().extra_repr() + f", split={self.cfg.split} ({token_pairs} token-level pairs), segment={self.cfg.segment}"
+        return (super().extra_repr() + f", split={self.cfg.split} ({token_pairs} token-level pairs), "
+                f"segment={self.cfg.segment}, window={self.cfg.window}")

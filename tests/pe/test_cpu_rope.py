@@ -1,7 +1,8 @@
-"""The x86 interleaved-pair rotation (rope_lab/pe/kernels/cpu_rope.cpp) against the eager oracle: bit-identical
-values for every instruction set this CPU runs (fp32 and bf16, both memory orders, partial rotary, P not a multiple
-of 16, token counts across work blocks, broadcast and per-head tables, denormal results, NaN/inf), gradients equal
-to eager autograd's; the compiled backend routes interleaved fp32/bf16 q/k to it and half pairs to inductor."""
+"""The x86 rotation (rope_lab/pe/kernels/cpu_rope.cpp) against the eager oracle: bit-identical values for every
+instruction set this CPU runs and every pair layout it covers (fp32 and bf16, both memory orders, partial rotary, P
+not a multiple of 16, token counts across work blocks, broadcast and per-head tables, denormal results, NaN/inf,
+large fresh outputs whose pages are mapped up front), gradients equal to eager autograd's; the compiled backend
+routes fp32/bf16 q/k to it where the CPU's instruction set covers the layout."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from rope_lab.pe.kernels import cpu_rope, eager
 
 pytestmark = pytest.mark.skipif(not cpu_rope.isas(), reason="needs an x86 CPU with AVX2 and a C++ compiler")
 
-CASES = [(isa, dtype) for isa in cpu_rope.isas() for dtype in (torch.float32, torch.bfloat16)
-         if cpu_rope.extension().supports(isa, dtype == torch.bfloat16, True)]
+CASES = [(isa, dtype, layout) for isa in cpu_rope.isas() for dtype in (torch.float32, torch.bfloat16)
+         for layout in ("interleaved", "half")
+         if cpu_rope.extension().supports(isa, dtype == torch.bfloat16, layout == "interleaved")]
 
 
 def _bits(t):
@@ -36,7 +38,7 @@ def test_avx2_is_always_there_and_avx512_when_the_cpu_has_it():
     assert ("avx512" in cpu_rope.isas()) == has_bf16
 
 
-@pytest.mark.parametrize(("isa", "dtype"), CASES)
+@pytest.mark.parametrize(("isa", "dtype", "layout"), CASES)
 @pytest.mark.parametrize(("shape", "table_shape"), [
     ((2, 3, 7, 32), (2, 1, 7, 16)),     # P = 16: one full step, tables broadcast over heads
     ((2, 3, 5, 22), (1, 3, 5, 5)),      # P = 5: masked tail only, partial rotary (12 channels pass through), per head
@@ -44,33 +46,33 @@ def test_avx2_is_always_there_and_avx512_when_the_cpu_has_it():
     ((2, 2, 130, 64), (1, 1, 130, 32)),  # tokens across three work blocks of 64
 ])
 @pytest.mark.parametrize("token_major", [False, True])
-def test_values_bit_identical_to_eager(isa, dtype, shape, table_shape, token_major):
+def test_values_bit_identical_to_eager(isa, dtype, layout, shape, table_shape, token_major):
     g = torch.Generator().manual_seed(1)
     b, h, n, d = shape
     x = (torch.randn(b, n, h, d, generator=g).transpose(1, 2) if token_major else torch.randn(shape, generator=g))
     x = x.to(dtype)  # keeps the transposed memory order
     cos, sin = _tables(*table_shape)
-    got = cpu_rope.rotate(x, cos, sin, "interleaved", isa)
-    assert torch.equal(_bits(got), _bits(eager.rotate(x, cos, sin, "interleaved")))
+    got = cpu_rope.rotate(x, cos, sin, layout, isa)
+    assert torch.equal(_bits(got), _bits(eager.rotate(x, cos, sin, layout)))
     assert got.stride() == x.stride()
 
 
-@pytest.mark.parametrize(("isa", "dtype"), CASES)
-def test_denormal_results_are_rounded_like_eager(isa, dtype):
+@pytest.mark.parametrize(("isa", "dtype", "layout"), CASES)
+def test_denormal_results_are_rounded_like_eager(isa, dtype, layout):
     # VCVTNE2PS2BF16 flushes denormals to zero; the kernel must round them as torch does (to bf16 denormals)
     x = (torch.randn(1, 2, 4, 64, generator=torch.Generator().manual_seed(3)) * 1e-38).to(dtype)
     cos, sin = torch.full((1, 1, 4, 32), 0.3), torch.full((1, 1, 4, 32), 0.7)
-    want = eager.rotate(x, cos, sin, "interleaved")
+    want = eager.rotate(x, cos, sin, layout)
     assert (want != 0).float().mean() > 0.9  # the case is real: almost every output is a nonzero denormal
-    assert torch.equal(_bits(cpu_rope.rotate(x, cos, sin, "interleaved", isa)), _bits(want))
+    assert torch.equal(_bits(cpu_rope.rotate(x, cos, sin, layout, isa)), _bits(want))
 
 
-@pytest.mark.parametrize(("isa", "dtype"), CASES)
-def test_non_finite_values_match_eager(isa, dtype):
+@pytest.mark.parametrize(("isa", "dtype", "layout"), CASES)
+def test_non_finite_values_match_eager(isa, dtype, layout):
     x = torch.randn(1, 1, 2, 40).to(dtype)
     x[0, 0, 0, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), 3e38])
     cos, sin = _tables(1, 1, 2, 20)
-    got, want = cpu_rope.rotate(x, cos, sin, "interleaved", isa), eager.rotate(x, cos, sin, "interleaved")
+    got, want = cpu_rope.rotate(x, cos, sin, layout, isa), eager.rotate(x, cos, sin, layout)
     assert torch.equal(got.isnan(), want.isnan())
     assert torch.equal(_bits(got.nan_to_num(0.0)), _bits(want.nan_to_num(0.0)))
 
@@ -83,17 +85,18 @@ def test_tables_with_different_strides_are_accepted():
     assert torch.equal(_bits(got), _bits(eager.rotate(x, cos, sin, "interleaved")))
 
 
-@pytest.mark.parametrize("dtype", [d for _, d in CASES if _ == cpu_rope.isas()[0]])
-def test_compiled_backend_uses_it_and_gradients_match_eager(dtype):
+@pytest.mark.parametrize(("dtype", "layout"), sorted({(d, lay) for isa, d, lay in CASES if isa == cpu_rope.isas()[0]},
+                                                      key=str))
+def test_compiled_backend_uses_it_and_gradients_match_eager(dtype, layout):
     g = torch.Generator().manual_seed(2)
     q = torch.randn(2, 33, 4, 32, generator=g).to(dtype).transpose(1, 2).requires_grad_()
     k = torch.randn(2, 4, 33, 32, generator=g).to(dtype).requires_grad_()
     cos, sin = _tables(2, 1, 33, 16)
-    assert cpu_rope.applies(q, k, (cos, sin), "interleaved")
+    assert cpu_rope.applies(q, k, (cos, sin), layout)
     wq, wk = torch.randn(q.shape, generator=g), torch.randn(k.shape, generator=g)
     outs = {}
     for kernel in ("compiled", "eager"):
-        rq, rk = kernels.rotate_qk_tables(q, k, cos, sin, cos, sin, "interleaved", kernel)
+        rq, rk = kernels.rotate_qk_tables(q, k, cos, sin, cos, sin, layout, kernel)
         ((rq.float() * wq).sum() + (rk.float() * wk).sum()).backward()
         outs[kernel] = [rq, rk, q.grad, k.grad]
         q.grad = k.grad = None
@@ -103,13 +106,31 @@ def test_compiled_backend_uses_it_and_gradients_match_eager(dtype):
     assert torch.equal(_bits(outs["compiled"][1]), _bits(outs["eager"][1]))
 
 
-def test_not_used_for_learnable_tables_half_pairs_or_other_dtypes():
+def test_not_used_for_learnable_tables_or_other_dtypes_and_half_pairs_only_with_avx512():
     x = torch.randn(1, 2, 3, 8).bfloat16()
     cos, sin = _tables(1, 1, 3, 4)
     assert cpu_rope.applies(x, x, (cos, sin), "interleaved")
+    assert cpu_rope.applies(x, x, (cos, sin), "half") == ("avx512" in cpu_rope.isas())  # AVX2: inductor's code
     assert not cpu_rope.applies(x, x, (cos.requires_grad_(), sin), "interleaved")
-    assert not cpu_rope.applies(x, x, (cos.detach(), sin), "half")  # inductor's vector code is as fast there
     assert not cpu_rope.applies(x.half(), x.half(), (cos.detach(), sin), "interleaved")
     assert not cpu_rope.applies(x.double(), x.double(), (cos.detach(), sin), "interleaved")
     if "avx512" not in cpu_rope.isas():  # AVX2 has bf16 code only
         assert not cpu_rope.applies(x.float(), x.float(), (cos.detach(), sin), "interleaved")
+
+
+def test_fresh_output_pages_are_mapped_in_one_call_and_reused_ones_left_alone():
+    ext = cpu_rope.extension()
+    fresh = torch.empty(1 << 24)  # 64 MiB: above glibc's largest adaptive mmap threshold, so a new mapping
+    assert ext.populate_pages(fresh)
+    assert not ext.populate_pages(fresh)  # now resident: not walked again
+    assert not ext.populate_pages(torch.empty(1 << 10))  # small buffers: not worth a system call
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+def test_large_fresh_outputs_bit_identical_to_eager(layout):
+    isa = cpu_rope.best_isa(torch.bfloat16, layout)
+    if isa is None:
+        pytest.skip(f"no instruction set of this CPU covers bf16 {layout} pairs")
+    x = torch.randn(1, 8, 4096, 128, generator=torch.Generator().manual_seed(4)).bfloat16()  # 8 MiB out: populated
+    cos, sin = _tables(1, 1, 4096, 64)
+    assert torch.equal(_bits(cpu_rope.rotate(x, cos, sin, layout, isa)), _bits(eager.rotate(x, cos, sin, layout)))

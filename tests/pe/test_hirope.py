@@ -21,6 +21,11 @@ def _qk(n, seed=0):
             torch.randn(1, 2, n, 16, generator=g, dtype=torch.float64))
 
 
+def _attend(pe, coords, q, k, v, cache=None):
+    state = pe.prepare(Positions(coords=coords))
+    return pe.attend(q, k, v, state=state, layer=0, causal=True, cache=cache)
+
+
 def _rotate(pe, coords, q, k):
     return pe.rotate(q, k, pe.prepare(Positions(coords=coords)), 0)
 
@@ -78,6 +83,7 @@ def test_reliable_split_matches_appendix_a():
 @pytest.mark.parametrize(("override", "message"), [
     ({"split": 1.5}, "HiRoPE needs pe.split in [0, 1]"),
     ({"segment": 0}, "HiRoPE needs pe.segment >= 1"),
+    ({"window": -1}, "HiRoPE needs pe.window >= 0"),
 ])
 def test_bad_config_is_a_clear_error(override, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -87,3 +93,57 @@ def test_bad_config_is_a_clear_error(override, message):
 def test_three_axis_positions_are_refused():
     with pytest.raises(ValueError, match="pe=hirope encodes 1..2 position axes"):
         build("hirope").check_compatible(3, causal=True)
+
+
+def _hf_rotated(x, level_fast, level_slow):
+    """x rotated by transformers' ``apply_rotary_pos_emb``: 4 fast pairs at level_fast, 4 slow at level_slow."""
+    inv_freq = (1.0 / 10000.0 ** (torch.arange(0, 16, 2, dtype=torch.int64).float() / 16)).double()
+    level = torch.where(torch.arange(8) < 4, level_fast[:, None], level_slow[:, None]).double()
+    ang = torch.cat([level * inv_freq, level * inv_freq], -1)[None]
+    return apply_rotary_pos_emb(x, x, ang.cos(), ang.sin())[0]
+
+
+@pytest.mark.parametrize("offset", [None, 2.0])
+def test_window_uses_rope_near_and_offset_units_far_as_a_brute_force_per_pair_computation(offset):
+    token = torch.tensor([0.0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    unit = token // 3
+    window = 4
+    pe = build("hirope", split=0.5, window=window, window_offset=offset, kernel="eager")
+    q, k = _qk(len(token), seed=4)
+    v = torch.randn(1, 2, len(token), 16, dtype=torch.float64)
+    shift = window - 1 if offset is None else offset
+    near_q, near_k = _hf_rotated(q, token, token), _hf_rotated(k, token, token)
+    far_q, far_k = _hf_rotated(q, token, unit + shift), _hf_rotated(k, token, unit)
+    logits = torch.empty(1, 2, len(token), len(token), dtype=torch.float64)
+    for i in range(len(token)):
+        for j in range(len(token)):
+            a, b = (near_q, near_k) if abs(i - j) < window else (far_q, far_k)
+            logits[..., i, j] = (a[..., i, :] * b[..., j, :]).sum(-1) / 4.0 if j <= i else float("-inf")
+    want = logits.softmax(-1) @ v
+    got = _attend(pe, torch.stack([token, unit], -1)[None], q, k, v)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_a_window_longer_than_the_sequence_is_rope_attention():
+    token = torch.arange(9.0)
+    q, k = _qk(9, seed=5)
+    v = torch.randn(1, 2, 9, 16, dtype=torch.float64)
+    got = _attend(build("hirope", window=64, kernel="eager"), torch.stack([token, token // 2], -1)[None], q, k, v)
+    want = _attend(build("rope", kernel="eager"), token[None, :, None], q, k, v)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_windowed_kv_cache_decoding_equals_the_parallel_pass():
+    from rope_lab.pe import KVCache
+
+    pe = build("hirope", window=3, segment=2, kernel="eager")
+    token = torch.arange(8.0)
+    q, k = _qk(8, seed=6)
+    v = torch.randn(1, 2, 8, 16, dtype=torch.float64)
+    full = _attend(pe, token[None, :, None], q, k, v)
+    cache = KVCache(1)
+    steps = [_attend(pe, token[None, :5, None], q[..., :5, :], k[..., :5, :], v[..., :5, :], cache)]
+    for t in range(5, 8):
+        s = slice(t, t + 1)
+        steps.append(_attend(pe, token[None, s, None], q[..., s, :], k[..., s, :], v[..., s, :], cache))
+    torch.testing.assert_close(torch.cat(steps, -2), full, rtol=1e-10, atol=1e-10)

@@ -2,8 +2,8 @@
 
 ``pe.kernel`` chooses one:
   eager     plain PyTorch ops; the parity oracle every backend is tested against
-  compiled  one ``torch.compile``d single-pass graph for q and k (CPU and GPU); on x86 CPUs interleaved pairs
-            use a C++ SIMD kernel instead (``cpu_rope``: inductor emits scalar code for that layout)
+  compiled  one ``torch.compile``d single-pass graph for q and k (CPU and GPU); on x86 CPUs fp32/bf16 q/k use a
+            C++ SIMD kernel instead where the CPU's instruction set covers the layout (``cpu_rope``)
   triton    CUDA only: angles computed on the fly from positions x split frequencies, no cos/sin tables
   auto      the fastest that applies: triton on CUDA when the frequency plan needs no gradient, else compiled
             when a compiler is present and the tensor is large enough to amortise the call overhead, else eager

@@ -1,19 +1,23 @@
-// Rotary rotation of interleaved pairs (2j, 2j+1) on x86 CPUs (issue 6): x (B, H, N, D) fp32 or bf16, fp32 tables
-// (B|1, H|1, N, P). TorchInductor emits scalar code for this layout's stride-2 accesses (RoPE-ViT, GPT-J, Meta
-// LLaMA); for half pairs (j, j+P) its vector code is as fast as this and stays in use. Bit-identical to the eager
-// oracle: the rotation is done in fp32 with separate multiplies and adds (built with -ffp-contract=off: no FMA, the
-// same roundings as eager), one rounding back to bf16 (to nearest even, as torch does).
+// Rotary rotation on x86 CPUs (issue 6): x (B, H, N, D) fp32 or bf16, fp32 tables (B|1, H|1, N, P), pairs
+// interleaved (2j, 2j+1) or half (j, j+P). TorchInductor emits scalar code for the interleaved layout's stride-2
+// accesses (RoPE-ViT, GPT-J, Meta LLaMA), and for half pairs reads the tables once per head. Bit-identical to the
+// eager oracle: the rotation is done in fp32 with separate multiplies and adds (built with -ffp-contract=off: no
+// FMA, the same roundings as eager), one rounding back to bf16 (to nearest even, as torch does).
 //
 // Two instruction sets, picked at run time:
-//  avx512  AVX-512 with BF16 (Sapphire Rapids, Zen 4, ...): fp32 and bf16, 16 pairs per step, a masked tail step.
-//          fp32 pairs are split and re-interleaved with two-source permutes; bf16 is rounded by VCVTNE2PS2BF16,
+//  avx512  AVX-512 with BF16 (Sapphire Rapids, Zen 4, ...): fp32 and bf16, both layouts, 16 pairs per step, a
+//          masked tail step. Interleaved fp32 pairs are split and re-interleaved with two-source permutes; half
+//          bf16 halves are widened from 16-bit lanes. bf16 is rounded by VCVTNE2PS2BF16,
 //          which flushes denormal results to zero, so a step with a denormal result is rounded in software
 //          instead (rare: |value| < 1.2e-38).
-//  avx2    bf16 only: a pair is one 32-bit word, widened by a shift (even) or a mask (odd), rounded in software.
+//  avx2    bf16 interleaved only: a pair is one 32-bit word, widened by a shift (even) or a mask (odd), rounded
+//          in software.
 // Rows are split over threads with at::parallel_for (needs -fopenmp: without it the OpenMP region runs serially).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <cstdint>
 #include <cstring>
 
@@ -116,6 +120,7 @@ inline __m512i narrow32(__m512 o1, __m512 o2) {
 // Each access reads the 16 pairs from pair p of a row (x1, x2 = their two elements) and writes them back.
 struct InterleavedF32 {
   using T = float;
+  static constexpr bool kFlat = true;
   static uint32_t floats(__mmask16 m) { return m == 0xFFFF ? 0xFFFFFFFFu : (1u << (2 * __builtin_popcount(m))) - 1; }
   template <bool kM> static void load(const T* x, int64_t P, int64_t p, __mmask16 m, __m512& x1, __m512& x2) {
     const uint32_t m2 = floats(m);
@@ -135,6 +140,7 @@ struct InterleavedF32 {
 
 struct InterleavedBF16 {  // a pair is one 32-bit word: even element in the low half
   using T = uint16_t;
+  static constexpr bool kFlat = true;
   template <bool kM> static void load(const T* x, int64_t P, int64_t p, __mmask16 m, __m512& x1, __m512& x2) {
     const __m512i w = load_words<kM>(m, x + 2 * p);
     x1 = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
@@ -144,6 +150,41 @@ struct InterleavedBF16 {  // a pair is one 32-bit word: even element in the low 
     const __m512i pairs = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
                                            23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     store_words<kM>(m, o + 2 * p, _mm512_permutexvar_epi16(pairs, narrow32(o1, o2)));
+  }
+};
+
+// Half pairs (p, p + P): the two elements of 16 pairs are 16 consecutive values in each half of the row.
+struct HalfF32 {
+  using T = float;
+  static constexpr bool kFlat = false;
+  template <bool kM> static void load(const T* x, int64_t P, int64_t p, __mmask16 m, __m512& x1, __m512& x2) {
+    x1 = load_ps<kM>(m, x + p);
+    x2 = load_ps<kM>(m, x + P + p);
+  }
+  template <bool kM> static void store(T* o, int64_t P, int64_t p, __mmask16 m, __m512 o1, __m512 o2) {
+    store_ps<kM>(m, o + p, o1);
+    store_ps<kM>(m, o + P + p, o2);
+  }
+};
+
+struct HalfBF16 {
+  using T = uint16_t;
+  static constexpr bool kFlat = false;
+  template <bool kM> static __m512 widen16(__mmask16 m, const T* p) {
+    const __m256i h = kM ? _mm256_maskz_loadu_epi16(m, p) : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+  template <bool kM> static void store16(__mmask16 m, T* p, __m256i v) {
+    if constexpr (kM) _mm256_mask_storeu_epi16(p, m, v); else _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v);
+  }
+  template <bool kM> static void load(const T* x, int64_t P, int64_t p, __mmask16 m, __m512& x1, __m512& x2) {
+    x1 = widen16<kM>(m, x + p);
+    x2 = widen16<kM>(m, x + P + p);
+  }
+  template <bool kM> static void store(T* o, int64_t P, int64_t p, __mmask16 m, __m512 o1, __m512 o2) {
+    const __m512i both = narrow32(o1, o2);  // words 0..15 = o1, 16..31 = o2
+    store16<kM>(m, o + p, _mm512_castsi512_si256(both));
+    store16<kM>(m, o + P + p, _mm512_extracti64x4_epi64(both, 1));
   }
 };
 
@@ -161,8 +202,8 @@ inline void avx512_step(const typename Access::T* x, typename Access::T* out, co
 template <class Access>
 void avx512_run(const Run& run) {
   using T = typename Access::T;
-  // rows back to back in x and in the tables, no pass-through: one flat row of rows * P pairs (no per-row overhead)
-  const bool flat = run.D == 2 * run.P && run.x_step == run.D && run.t_step == run.P;
+  // interleaved rows back to back in x and in the tables, no pass-through: one flat row of rows * P pairs (no per-row overhead)
+  const bool flat = Access::kFlat && run.D == 2 * run.P && run.x_step == run.D && run.t_step == run.P;
   const Run r = flat ? Run{run.x, run.out, run.c, run.s, 1, 0, 0, run.rows * run.P, run.rows * run.D} : run;
   const int64_t full = r.P / 16 * 16;
   const __mmask16 tail = lanes(r.P - full);
@@ -193,15 +234,43 @@ RunFn run_fn(const std::string& isa, bool bf16, bool interleaved) {
 #ifdef ROPE_LAB_AVX512
   if (isa == "avx512" && has_avx512()) {
     if (interleaved) return bf16 ? avx512_run<InterleavedBF16> : avx512_run<InterleavedF32>;
+    return bf16 ? avx512_run<HalfBF16> : avx512_run<HalfF32>;
   }
 #endif
   if (isa == "avx2" && __builtin_cpu_supports("avx2") && bf16 && interleaved) return avx2_interleaved_bf16;
   return nullptr;
 }
 
+// A fresh output buffer (glibc maps every allocation above its mmap threshold anew) would be faulted in page by page
+// by the kernel's first stores, each fault stopping the thread between two steps of compute. MADV_POPULATE_WRITE
+// (Linux 5.14+) maps a range in one call, about 1.5x faster than first-touch faults here; each thread maps its own
+// share. Memory that is already mapped (reused by the allocator) is left alone: populating mapped pages still
+// walks them, so a resident last page (mincore) skips it. Where the call is refused (older kernels: EINVAL), the
+// stores fault the pages in as before.
+bool populate(void* data, int64_t bytes) {
+#ifdef MADV_POPULATE_WRITE
+  static const int64_t page = sysconf(_SC_PAGESIZE);
+  const uintptr_t lo = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+  const uintptr_t hi = (reinterpret_cast<uintptr_t>(data) + bytes) / page * page;
+  if (hi < lo + (int64_t(1) << 21)) return false;  // under 2 MiB: not worth a system call
+  unsigned char resident = 0;
+  if (mincore(reinterpret_cast<void*>(hi - page), page, &resident) != 0 || (resident & 1)) return false;
+  const int64_t pages = (hi - lo) / page;
+  at::parallel_for(0, pages, 256, [&](int64_t first, int64_t last) {
+    madvise(reinterpret_cast<void*>(lo + first * page), (last - first) * page, MADV_POPULATE_WRITE);
+  });
+  return true;
+#else
+  return false;
+#endif
+}
+
 inline int64_t bstride(const torch::Tensor& t, int dim) { return t.size(dim) == 1 ? 0 : t.stride(dim); }
 
 }  // namespace
+
+// Whether populate() mapped t's pages now (false: too small, already mapped, or no MADV_POPULATE_WRITE).
+bool populate_pages(const torch::Tensor& t) { return populate(t.data_ptr(), t.numel() * t.element_size()); }
 
 // The instruction sets this CPU runs, best first.
 std::vector<std::string> isas() {
@@ -227,6 +296,7 @@ torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const tor
   TORCH_CHECK(fn != nullptr, "cpu_rope: isa '", isa, "' does not cover this dtype/layout on this CPU");
   auto out = torch::empty_like(x);
   TORCH_CHECK(out.strides() == x.strides(), "x must be dense (its strides are kept for the output)");
+  populate(out.data_ptr(), out.numel() * out.element_size());
   const int64_t H = x.size(1), N = x.size(2), D = x.size(3), P = cos.size(3);
   TORCH_CHECK(2 * P <= D, "cos/sin have more pairs than x has channels");
   const int64_t elem = x.element_size();
@@ -260,5 +330,6 @@ torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const tor
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("isas", &isas, "instruction sets of this CPU the kernel has code for, best first");
   m.def("supports", &supports, "whether an isa covers (bf16, interleaved)");
+  m.def("populate_pages", &populate_pages, "map a fresh buffer's pages in one call per thread (see populate)");
   m.def("rotate", &rotate, "rotary rotation by fp32 tables (x86 SIMD)");
 }

@@ -1,9 +1,12 @@
-"""The interleaved-pair rotation on x86 CPUs, used by the ``compiled`` backend: TorchInductor emits scalar code for
-the stride-2 loads/stores of interleaved pairs (RoPE-ViT, GPT-J, Meta LLaMA), 2-4x slower than this kernel; half
-pairs stay on inductor, whose vector code is as fast there.
+"""The rotation on x86 CPUs, used by the ``compiled`` backend. TorchInductor emits scalar code for the stride-2
+loads/stores of interleaved pairs (RoPE-ViT, GPT-J, Meta LLaMA), 2-4x slower than this kernel; for half pairs its
+code is vectorised but walks the tables once per head (3-D positions: per-token tables as large as a bf16 head)
+and first-touches fresh output pages one fault at a time. This kernel reads a block of tokens' table rows once for
+all heads and maps a fresh output's pages in one call per thread (``populate`` in the source).
 
 ``cpu_rope.cpp`` has two instruction sets, picked at run time: ``avx512`` (AVX-512 with BF16: Sapphire Rapids,
-Zen 4, ...) covers fp32 and bf16; ``avx2`` covers bf16. Results are bit-identical to the eager oracle. Built on
+Zen 4, ...) covers fp32 and bf16, both pair layouts; ``avx2`` covers bf16 interleaved pairs (other cases stay on
+inductor). Results are bit-identical to the eager oracle. Built on
 first use with torch's C++ extension loader (~20 s, cached in ``~/.cache/torch_extensions``); where it cannot be
 built (no compiler, not x86) or the CPU has neither instruction set, the backend stays on TorchInductor.
 """
@@ -56,7 +59,7 @@ def isas() -> list[str]:
 
 def best_isa(dtype: torch.dtype, layout: str) -> str | None:
     """The best instruction set that covers ``dtype`` (fp32 | bf16) with ``layout`` pairs, or None."""
-    if dtype not in (torch.float32, torch.bfloat16) or layout != "interleaved":
+    if dtype not in (torch.float32, torch.bfloat16):
         return None
     bf16, interleaved = dtype == torch.bfloat16, layout == "interleaved"
     return next((isa for isa in isas() if extension().supports(isa, bf16, interleaved)), None)
