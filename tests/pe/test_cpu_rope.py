@@ -134,3 +134,20 @@ def test_large_fresh_outputs_bit_identical_to_eager(layout):
     x = torch.randn(1, 8, 4096, 128, generator=torch.Generator().manual_seed(4)).bfloat16()  # 8 MiB out: populated
     cos, sin = _tables(1, 1, 4096, 64)
     assert torch.equal(_bits(cpu_rope.rotate(x, cos, sin, layout, isa)), _bits(eager.rotate(x, cos, sin, layout)))
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+def test_q_and_k_from_a_linear_with_shared_tables_match_eager(layout):
+    """The decoder's case: q and k both (B, N, H, D) memory viewed as (B, H, N, D), rotated in the (B, N, H, D)
+    frame, where the tables (1, 1, N, P) become (1, N, 1, P) with an arbitrary stride on the size-1 head dimension
+    (a regression: the kernel stepped that stride once per head and read past the tables)."""
+    if cpu_rope.best_isa(torch.float32, layout) is None:
+        pytest.skip(f"no instruction set of this CPU covers fp32 {layout} pairs")
+    g = torch.Generator().manual_seed(5)
+    q, k = (torch.randn(4, 300, 4, 64, generator=g).transpose(1, 2) for _ in range(2))
+    cos, sin = _tables(1, 1, 300, 32)  # contiguous: the size-1 dims have strides 300 * 32
+    for dtype in (torch.float32, torch.bfloat16):
+        got = kernels.rotate_qk_tables(q.to(dtype), k.to(dtype), cos, sin, cos, sin, layout, "compiled")
+        want = kernels.rotate_qk_tables(q.to(dtype), k.to(dtype), cos, sin, cos, sin, layout, "eager")
+        for a, b in zip(got, want):
+            assert torch.equal(_bits(a), _bits(b)) and a.stride() == b.stride()

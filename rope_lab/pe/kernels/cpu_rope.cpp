@@ -267,6 +267,14 @@ bool populate(void* data, int64_t bytes) {
 
 inline int64_t bstride(const torch::Tensor& t, int dim) { return t.size(dim) == 1 ? 0 : t.stride(dim); }
 
+// The kernel indexes sin with cos's strides; a dimension of size 1 is never stepped, so its stride may differ
+// (torch gives size-1 dimensions arbitrary strides: (1, N, 1, P) tables from a transpose and from .neg() differ).
+bool same_strides(const torch::Tensor& a, const torch::Tensor& b) {
+  for (int d = 0; d < a.dim(); ++d)
+    if (a.size(d) > 1 && a.stride(d) != b.stride(d)) return false;
+  return true;
+}
+
 }  // namespace
 
 // Whether populate() mapped t's pages now (false: too small, already mapped, or no MADV_POPULATE_WRITE).
@@ -290,8 +298,8 @@ torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const tor
   TORCH_CHECK((bf16 || x.scalar_type() == at::kFloat) && x.dim() == 4 && x.stride(3) == 1,
               "x: 4-D fp32 or bf16 with unit last stride");
   TORCH_CHECK(cos.scalar_type() == at::kFloat && sin.scalar_type() == at::kFloat && cos.stride(3) == 1 &&
-              sin.stride(3) == 1 && cos.sizes() == sin.sizes() && cos.strides() == sin.strides(),
-              "cos/sin: fp32, same shape and strides, unit last stride");
+              sin.stride(3) == 1 && cos.sizes() == sin.sizes() && same_strides(cos, sin),
+              "cos/sin: fp32, same shape and strides (of their dimensions longer than 1), unit last stride");
   const RunFn fn = run_fn(isa, bf16, interleaved);
   TORCH_CHECK(fn != nullptr, "cpu_rope: isa '", isa, "' does not cover this dtype/layout on this CPU");
   auto out = torch::empty_like(x);
@@ -305,7 +313,7 @@ torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const tor
   const float* cp = cos.data_ptr<float>();
   const float* sp = sin.data_ptr<float>();
   const int64_t xb = x.stride(0), xh = x.stride(1), xn = x.stride(2);
-  const int64_t tb = bstride(cos, 0), th = bstride(cos, 1), tn = cos.stride(2);
+  const int64_t tb = bstride(cos, 0), th = bstride(cos, 1), tn = bstride(cos, 2);
   // Work unit: a block of tokens of one batch row, all heads, so a block's table rows (2P floats a token: twice
   // a bf16 row's bytes) stay in L1 while every head reads them. Runs go along x's memory: over tokens for
   // (B, H, N, D) memory, over heads for (B, N, H, D) memory (q/k straight from a linear).

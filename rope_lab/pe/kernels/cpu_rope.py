@@ -74,7 +74,8 @@ def applies(q: Tensor, k: Tensor, tables: tuple[Tensor, ...], layout: str) -> bo
 def _tables(cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
     """fp32 tables with unit last stride and one stride pattern for both (the kernel indexes them alike)."""
     cos, sin = cos.float(), sin.float()
-    if cos.stride(-1) != 1 or sin.stride(-1) != 1 or cos.stride() != sin.stride():
+    stepped = lambda t: [st for st, n in zip(t.stride(), t.shape) if n > 1]  # noqa: E731 - size-1 dims: any stride
+    if cos.stride(-1) != 1 or sin.stride(-1) != 1 or stepped(cos) != stepped(sin):
         cos, sin = cos.contiguous(), sin.contiguous()
     return cos, sin
 
