@@ -43,7 +43,9 @@ def test_avx2_is_always_there_and_avx512_when_the_cpu_has_it():
     ((2, 3, 7, 32), (2, 1, 7, 16)),     # P = 16: one full step, tables broadcast over heads
     ((2, 3, 5, 22), (1, 3, 5, 5)),      # P = 5: masked tail only, partial rotary (12 channels pass through), per head
     ((1, 4, 9, 64), (1, 1, 9, 27)),     # P = 27: full step + tail + pass-through
-    ((2, 2, 130, 64), (1, 1, 130, 32)),  # tokens across three work blocks of 64
+    ((2, 2, 130, 64), (1, 1, 130, 32)),  # one block of the whole sequence
+    ((1, 6, 70, 32), (1, 1, 70, 16)),    # one batch row: heads split into groups to keep threads busy
+    ((2, 3, 600, 128), (2, 1, 600, 64)),  # per-batch tables over L2's share: blocks of 256 tokens, a short last one
 ])
 @pytest.mark.parametrize("token_major", [False, True])
 def test_values_bit_identical_to_eager(isa, dtype, layout, shape, table_shape, token_major):
