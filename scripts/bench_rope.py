@@ -1,13 +1,13 @@
 """Benchmark the rotary core's backends against the memory-traffic floor and other libraries (issue 6).
 
-    python scripts/bench_rope.py [--repeats 5] [--scale 1.0] [--regime all|fresh|fresh-thp|reuse] [--out benchmarks]
+    python scripts/bench_rope.py [--repeats 3] [--scale 1.0] [--regime all|fresh|fresh-thp|reuse] [--out benchmarks]
 
 For a 1-D LM, a 2-D ViT and a 3-D video shape, fp32 and bf16, forward and forward+backward, it times the rotation
 of q and k (the per-layer cost; cos/sin tables, where a method uses them, are built once per forward outside the
 timed region, as every library does; 1-D and 2-D positions are shared by the batch, as our tasks and HF's default
 position_ids are, so every method gets one table row for all batch rows) and prints ratios measured in the same
-run (the floors are re-measured between the methods of a row and their minimum is used: on a shared CPU they
-drift):
+run (on CPU every method of a row, floors included, is timed in each of ROUNDS interleaved rounds and keeps its
+best: the same number of samples over the same stretch of time, since on a shared CPU the machine drifts):
 
   floor      copy  = q, k copied into preallocated buffers; clone = q.clone(), k.clone() (fresh allocations)
              forward+backward floors: the same for q, k and their gradients (read once, write once, twice)
@@ -68,6 +68,7 @@ SHAPES = [
 
 
 WARMUP_CALLS, WARMUP_S = 10, 0.3
+ROUNDS = 7  # CPU: interleaved rounds per row (see time_all)
 #: glibc malloc settings (read at process start) that pin the page regime of the CPU timings. With glibc's defaults
 #: a process drifts between them (its mmap threshold adapts to freed sizes up to 32 MiB), which moved the clone
 #: floor up to 6x within one row.
@@ -118,25 +119,30 @@ def build(shape: Shape, kernel: str, device: str):
     return pe, pos.to(device)
 
 
-def timed(fn, repeats: int) -> float:
-    """Best wall time of ``repeats`` calls (CPU); on CUDA, triton's do_bench (CUDA events, L2 flushed, mean).
-
-    CPU warm-up runs at least WARMUP_CALLS calls and WARMUP_S seconds: on the VM these numbers come from, even a
-    copy into preallocated buffers takes ~10 calls to settle (9.9 -> 1.4 ms for ViT-B bf16 q and k)."""
-    if torch.cuda.is_available():
-        from triton.testing import do_bench
-
-        return do_bench(fn, warmup=10, rep=max(25, 10 * repeats)) * 1e-3
+def warm_up(fn) -> None:
+    """At least WARMUP_CALLS calls and WARMUP_S seconds: on the VM these numbers come from, even a copy into
+    preallocated buffers takes ~10 calls to settle (9.9 -> 1.4 ms for ViT-B bf16 q and k)."""
     start, calls = time.perf_counter(), 0
     while calls < WARMUP_CALLS or time.perf_counter() - start < WARMUP_S:
         fn()
         calls += 1
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+
+
+def call_time(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def timed(fn, repeats: int) -> float:
+    """Best wall time of ``repeats`` calls after warm-up (CPU); on CUDA, triton's do_bench (CUDA events, L2
+    flushed, mean)."""
+    if torch.cuda.is_available():
+        from triton.testing import do_bench
+
+        return do_bench(fn, warmup=10, rep=max(25, 10 * repeats)) * 1e-3
+    warm_up(fn)
+    return min(call_time(fn) for _ in range(repeats))
 
 
 def methods(shape: Shape, pe_by_kernel: dict, pos: Positions, device: str):
@@ -190,47 +196,74 @@ def bench_shape(shape: Shape, dtype: torch.dtype, repeats: int, device: str, ker
     for mode in ("forward", "forward+backward"):
         floor_copy_bufs = [torch.empty_like(t) for t in (q, k, gq, gk)]
         srcs = (q, k) if mode == "forward" else (q, k, gq, gk)
-        copies, clones = [], []
-
-        def floors():  # re-measured between methods, min taken: on a shared CPU the floor drifts within a row
-            copies.append(timed(lambda: [b.copy_(s) for b, s in zip(floor_copy_bufs, srcs)], repeats))
-            clones.append(timed(lambda: [s.clone() for s in srcs], repeats))
-
+        fns = {"copy": lambda: [b.copy_(s) for b, s in zip(floor_copy_bufs, srcs)],
+               "clone": lambda: [s.clone() for s in srcs]}
         row = {"shape": shape.name, "dtype": str(dtype).replace("torch.", ""), "mode": mode,
                "angle_err_ours": angle_err["ours"], "angle_err_naive_fp32": angle_err["naive fp32"], "methods": {}}
+        errors = {}
         for name, (prep, apply) in meth.items():
-            floors()
             ctx = prep() if prep is not None else hf_tables(dtype)
             # HF rotates half pairs, rotary-embedding-torch interleaved ones: errors only where the layout matches
             layout = "interleaved" if "rotary-embedding" in name else "half"
-            layout_ok = name.startswith("ours") or layout == ref.cfg.pair_layout
             if mode == "forward":
-                with torch.no_grad():
-                    t = timed(lambda: apply(ctx, q, k), repeats)
-                    oq, ok_ = apply(ctx, q, k)
+                fns[name] = no_grad(lambda ctx=ctx, apply=apply: apply(ctx, q, k))
+                if name.startswith("ours") or layout == ref.cfg.pair_layout:
+                    with torch.no_grad():
+                        oq, ok_ = apply(ctx, q, k)
+                    errors[name] = max((oq.double() - eq).abs().max().item(), (ok_.double() - ek).abs().max().item())
             else:
-                qg, kg = q.detach().requires_grad_(), k.detach().requires_grad_()
-
-                def step():
-                    a, b = apply(ctx, qg, kg)
-                    torch.autograd.backward((a, b), (gq, gk))
-                    qg.grad = kg.grad = None
-
-                t = timed(step, repeats)
-                oq = None
-            entry = {"ms": t * 1e3}
-            if oq is not None and layout_ok:
-                entry["max_err_vs_exact"] = max((oq.double() - eq).abs().max().item(), (ok_.double() - ek).abs().max().item())
-            row["methods"][name] = entry
-        floors()
-        copy, clone = min(copies), min(clones)
-        row |= {"copy_ms": copy * 1e3, "clone_ms": clone * 1e3,
-                "clone_ms_spread": [min(clones) * 1e3, max(clones) * 1e3]}
-        for entry in row["methods"].values():
-            entry |= {"x_copy": entry["ms"] / 1e3 / copy, "x_clone": entry["ms"] / 1e3 / clone}
+                fns[name] = backward_step(ctx, apply, q, k, gq, gk)
+        best, worst = time_all(fns, repeats)
+        copy, clone = best.pop("copy"), best.pop("clone")
+        row |= {"copy_ms": copy * 1e3, "clone_ms": clone * 1e3, "clone_ms_spread": [clone * 1e3, worst["clone"] * 1e3]}
+        for name, t in best.items():
+            row["methods"][name] = {"ms": t * 1e3, "x_copy": t / copy, "x_clone": t / clone}
+            if name in errors:
+                row["methods"][name]["max_err_vs_exact"] = errors[name]
         rows.append(row)
         print(format_row(row), flush=True)
     return rows
+
+
+def no_grad(fn):
+    def run():
+        with torch.no_grad():
+            return fn()
+    return run
+
+
+def backward_step(ctx, apply, q, k, gq, gk):
+    qg, kg = q.detach().requires_grad_(), k.detach().requires_grad_()
+
+    def step():
+        a, b = apply(ctx, qg, kg)
+        torch.autograd.backward((a, b), (gq, gk))
+        qg.grad = kg.grad = None
+
+    return step
+
+
+def time_all(fns: dict, repeats: int) -> tuple[dict, dict]:
+    """name -> (best, worst round) seconds. CPU: after warm-up, ``ROUNDS`` rounds each time every method (floors
+    included) for ``repeats`` calls in turn, in a rotated order each round, so every method gets the same number
+    of samples spread over the same stretch of time (a floor measured more often than a method would get a luckier
+    minimum on a shared CPU, and one measured at another moment would see another machine). CUDA: triton's
+    do_bench per method."""
+    if torch.cuda.is_available():
+        best = {name: timed(fn, repeats) for name, fn in fns.items()}
+        return best, dict(best)
+    for fn in fns.values():
+        warm_up(fn)
+    best, worst = {n: math.inf for n in fns}, {n: 0.0 for n in fns}
+    names = list(fns)
+    for r in range(ROUNDS):
+        # the order turns every round: what ran just before (eager's large temporaries, a clone's fresh pages)
+        # changes the state of the allocator and caches the next method meets; no method always follows the same one
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn = fns[name]
+            t = min(call_time(fn) for _ in range(repeats))
+            best[name], worst[name] = min(best[name], t), max(worst[name], t)
+    return best, worst
 
 
 def format_row(row: dict) -> str:
@@ -256,7 +289,7 @@ def target_verdict(row: dict, device: str) -> str:
 def markdown(result: dict) -> str:
     names = list(result["rows"][0]["methods"])
     ratio = "x_copy" if result["device"] == "cuda" else "x_clone"  # GPU: the copy is the bandwidth floor
-    head = ["shape", "dtype", "pass", "copy ms", "clone ms (min of re-measures)", *[f"{n} ({ratio.replace('_', ' ')})" for n in names],
+    head = ["shape", "dtype", "pass", "copy ms", "clone ms (best round, worst round)", *[f"{n} ({ratio.replace('_', ' ')})" for n in names],
             "angle err ours / naive fp32 (rad)", "max err vs exact: ours / library (same layout)",
             "auto meets target (issue 6)"]
     lines = [f"Measured {result['date']} on {result['machine']} ({result['threads']} threads, {result['device']}); "
@@ -278,7 +311,7 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3, help="calls per method per round (CPU)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply batch sizes (e.g. 0.25 for a quick run)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks")
     ap.add_argument("--threads", type=int, default=None)
@@ -289,7 +322,12 @@ def main() -> None:
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and args.regime == "all":
-        argv = [a for a in sys.argv[1:] if not a.startswith("--regime")]
+        argv, rest = [], iter(sys.argv[1:])
+        for a in rest:  # drop "--regime=X" and "--regime X"
+            if a == "--regime":
+                next(rest, None)
+            elif not a.startswith("--regime="):
+                argv.append(a)
         for regime in REGIMES:
             subprocess.run([sys.executable, __file__, *argv, f"--regime={regime}"], env=regime_env(regime), check=True)
         return
