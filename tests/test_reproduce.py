@@ -23,7 +23,8 @@ def _dispatcher():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["yarn", "p_rope", "bf16_anchor", "base_bound", "road", "hirope"])
+@pytest.mark.parametrize("name", ["yarn", "p_rope", "bf16_anchor", "base_bound", "road", "hirope", "a2ats", "elitekv",
+                                  "chunked_memory"])
 def test_reproduce(name):
     dispatcher = _dispatcher()
     assert name in dispatcher.available()

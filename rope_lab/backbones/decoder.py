@@ -16,6 +16,8 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from rope_lab.backbones.blocks import DecoderBlock, RMSNorm
+from rope_lab.backbones.chunked_memory import ChunkedMemoryConfig, chunked_memory_attention
+from rope_lab.backbones.elitekv import elitekv_attention, elitekv_geometry
 from rope_lab.backbones.mla import MLAttention
 from rope_lab.backbones.registry import register_backbone
 from rope_lab.pe.base import AttentionGeometry, KVCache, PositionalEncoding, Positions
@@ -34,12 +36,15 @@ class DecoderConfig:
     init_std: float = 0.02
     max_tokens: int = 4096  # only for table-based PEs (learned APE)
     activation_checkpointing: bool = False
-    attention: str = "mha"  # a key of ATTENTIONS: mha (grouped-query) | mla (DeepSeek-V2 latent, decoupled RoPE)
+    attention: str = "mha"  # a key of ATTENTIONS: mha | mla | elitekv | chunked_memory (see configs/backbone/llama.yaml)
     kv_lora_rank: int = 64  # mla: width of the per-token key/value latent
     q_lora_rank: Optional[int] = None  # mla: low-rank queries (None: a full query projection)
     qk_nope_head_dim: Optional[int] = None  # mla: position-free q/k channels per head (None: dim // n_heads)
     qk_rope_head_dim: int = 16  # mla: decoupled rotary channels per head (one key part shared by all heads)
     v_head_dim: Optional[int] = None  # mla: value channels per head (None: dim // n_heads)
+    elitekv_kv_dim: int = 32  # elitekv: width of the joint K/V latent c_kv (J-LRD rank; rope_lab/backbones/elitekv.py)
+    # chunked_memory (arXiv 2507.00453): chunk_size, memory_slots, paths (rope_lab/backbones/chunked_memory.py)
+    chunked_memory: ChunkedMemoryConfig = dataclasses.field(default_factory=ChunkedMemoryConfig)
 
 
 def mha_geometry(cfg: DecoderConfig) -> AttentionGeometry:
@@ -73,6 +78,8 @@ class AttentionKind:
 ATTENTIONS: dict[str, AttentionKind] = {
     "mha": AttentionKind(mha_geometry),
     "mla": AttentionKind(mla_geometry, latent_attention),
+    "elitekv": AttentionKind(elitekv_geometry, elitekv_attention),
+    "chunked_memory": AttentionKind(mha_geometry, chunked_memory_attention),
 }
 
 

@@ -5,6 +5,8 @@ decoupled channels are positional (the scores' rope part is relative, the rest p
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -71,7 +73,9 @@ def test_only_the_decoupled_channels_are_positional():
 
 
 def test_unknown_attention_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"unknown backbone.attention 'gqa'; choose one of \['mha', 'mla'\]"):
+    from rope_lab.backbones.decoder import ATTENTIONS
+
+    with pytest.raises(ValueError, match=re.escape(f"unknown backbone.attention 'gqa'; choose one of {sorted(ATTENTIONS)}")):
         Decoder(DecoderConfig(vocab_size=8, depth=1, attention="gqa"), build_pe({"name": "rope"}))
 
 
