@@ -14,7 +14,7 @@ from rope_lab.analysis.jlrd import convert_model
 from rope_lab.backbones.decoder import Decoder, DecoderConfig
 from rope_lab.pe import Positions, available_pes, build_pe
 from rope_lab.pe.elitekv import save_ranking
-from tests.pe.helpers import example_positions, pe_config
+from tests.pe.helpers import example_positions, parallel_and_incremental, pe_config
 
 CFG = DecoderConfig(vocab_size=64, dim=32, depth=2, n_heads=2, n_kv_heads=2, mlp_hidden=64, init_std=0.2)
 
@@ -75,12 +75,8 @@ def test_kv_cache_holds_latent_and_rotated_rope_keys_and_decoding_equals_paralle
     model = _decoder(pe, attention="elitekv", elitekv_kv_dim=12)
     tokens = torch.randint(0, 64, (2, 10))
     pos = Positions.sequence(2, 10, start=3)
-    with torch.no_grad():
-        full = model(tokens, pos)
-        cache = model.new_cache()
-        steps = [model(tokens[:, :6], pos.slice(0, 6), cache)]
-        steps += [model(tokens[:, i : i + 1], pos.slice(i, i + 1), cache) for i in range(6, 10)]
-    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-10, atol=1e-10)
+    full, decoded, cache = parallel_and_incremental(model, tokens, pos, 6)
+    torch.testing.assert_close(decoded, full, rtol=1e-10, atol=1e-10)
     assert cache.length == 10
     for layer in range(2):  # per token and layer: H * 2r rotated key channels + kv_dim latent (12 + 12 of 64)
         assert cache.keys[layer].shape == (2, 2, 10, 6) and cache.values[layer].shape == (2, 1, 10, 12)
@@ -122,12 +118,8 @@ def test_every_rotary_pe_decodes_incrementally_as_in_parallel(name):
     model = Decoder(cfg, build_pe(pe_config(name))).eval()
     tokens = torch.randint(0, 64, (2, 10))
     pos = example_positions(model.pe, 2, 10)
-    with torch.no_grad():
-        full = model(tokens, pos)
-        cache = model.new_cache()
-        steps = [model(tokens[:, :6], pos.slice(0, 6), cache)]
-        steps += [model(tokens[:, i : i + 1], pos.slice(i, i + 1), cache) for i in range(6, 10)]
-    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-4)
+    full, decoded, cache = parallel_and_incremental(model, tokens, pos, 6)
+    torch.testing.assert_close(decoded, full, rtol=1e-4, atol=1e-4)
 
 
 def test_errors_name_the_value_and_the_choices(tmp_path):

@@ -12,6 +12,7 @@ import torch
 
 from rope_lab.backbones.decoder import Decoder, DecoderConfig, latent_attention
 from rope_lab.pe import Positions, build_pe
+from tests.pe.helpers import parallel_and_incremental
 from transformers import DeepseekV2Config
 from transformers.models.deepseek_v2.modeling_deepseek_v2 import DeepseekV2Attention, DeepseekV2RotaryEmbedding
 
@@ -54,12 +55,8 @@ def test_kv_cache_decoding_equals_parallel():
     model = Decoder(cfg, build_pe({"name": "rope", "pair_layout": "interleaved", "kernel": "eager"})).eval()
     tokens = torch.randint(0, 32, (2, 10))
     pos = Positions.sequence(2, 10)
-    with torch.no_grad():
-        full = model(tokens, pos)
-        cache = model.new_cache()
-        steps = [model(tokens[:, :6], pos.slice(0, 6), cache)]
-        steps += [model(tokens[:, i : i + 1], pos.slice(i, i + 1), cache) for i in range(6, 10)]
-    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-5)
+    full, decoded, cache = parallel_and_incremental(model, tokens, pos, 6)
+    torch.testing.assert_close(decoded, full, rtol=1e-5, atol=1e-5)
 
 
 def test_only_the_decoupled_channels_are_positional():

@@ -42,3 +42,14 @@ def example_positions(pe, batch: int, length: int, start: int = 0, random: bool 
     else:
         coords = torch.arange(start, start + length, dtype=torch.float32)[None, :, None].expand(batch, length, axes)
     return Positions(coords=coords.clone())
+
+
+def parallel_and_incremental(model, tokens, positions: Positions, prefill: int):
+    """(logits of one parallel pass, the same logits decoded with a KV cache: ``prefill`` tokens, then one at a
+    time) of a decoder, without gradients."""
+    with torch.no_grad():
+        full = model(tokens, positions)
+        cache = model.new_cache()
+        steps = [model(tokens[:, :prefill], positions.slice(0, prefill), cache)]
+        steps += [model(tokens[:, i : i + 1], positions.slice(i, i + 1), cache) for i in range(prefill, tokens.shape[1])]
+    return full, torch.cat(steps, 1), cache

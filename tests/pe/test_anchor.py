@@ -11,7 +11,7 @@ from rope_lab.pe import Positions, build_pe
 from rope_lab.pe.anchor import ANCHOR_SEGMENT, anchor_keep_mask
 from rope_lab.tasks.lm.datamodule import LMDataConfig, LMDataModule
 
-from .helpers import pe_config
+from .helpers import parallel_and_incremental, pe_config
 
 
 def naive_mask(seg: list[int]) -> torch.Tensor:
@@ -67,12 +67,8 @@ def test_packed_kv_cache_decoding_equals_parallel():
     model = _model("anchor")
     tokens = torch.randint(1, 64, (1, 10))
     pos = Positions(coords=torch.arange(10.0)[None, :, None], segment=torch.tensor([[0, 1, 1, 1, 2, 2, 2, 3, 3, 3]]))
-    with torch.no_grad():
-        full = model(tokens, pos)
-        cache = model.new_cache()
-        steps = [model(tokens[:, :4], pos.slice(0, 4), cache)]
-        steps += [model(tokens[:, i : i + 1], pos.slice(i, i + 1), cache) for i in range(4, 10)]
-    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-5)
+    full, decoded, cache = parallel_and_incremental(model, tokens, pos, 4)
+    torch.testing.assert_close(decoded, full, rtol=1e-5, atol=1e-5)
 
 
 # -- the LM task's packing path ----------------------------------------------------------------------------
