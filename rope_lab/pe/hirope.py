@@ -75,28 +75,32 @@ class HiRoPE(Rotary):
     def frequency_plan(self, inv_freq: Tensor, layer: int) -> Tensor:
         return (inv_freq[None, :] * self.axis_onehot)[None]  # (1, 2, P): pair j reads one level
 
+    def prepare(self, positions: Positions, cache: KVCache | None = None) -> PEState:
+        state = super().prepare(positions, cache)
+        if self.cfg.window > 0:  # tables of the two other rotations, built once per forward for every layer
+            token, unit = state.coords[..., :1], state.coords[..., 1:]
+            offset = self.cfg.window - 1 if self.cfg.window_offset is None else self.cfg.window_offset
+            near = super().prepare(Positions(coords=torch.cat([token, token], -1)))  # original RoPE on every pair
+            far_queries = super().prepare(Positions(coords=torch.cat([token, unit + offset], -1)))
+            state.extra["window_states"] = (near, far_queries)
+        return state
+
     def attend(self, q: Tensor, k: Tensor, v: Tensor, *, state: PEState, layer: int, causal: bool,
                x: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
         if self.cfg.window == 0:
             return super().attend(q, k, v, state=state, layer=layer, causal=causal, x=x, cache=cache)
-        coords = state.coords  # (B, N, 2): token, unit
-        token, unit = coords[..., :1], coords[..., 1:]
-        offset = self.cfg.window - 1 if self.cfg.window_offset is None else self.cfg.window_offset
-        q_near, k_near = self._rotated(q, k, torch.cat([token, token], -1), layer)  # original RoPE on every pair
-        q_far, _ = self._rotated(q, k, torch.cat([token, unit + offset], -1), layer)
-        _, k_far = self._rotated(q, k, coords, layer)
-        keys, key_tokens = torch.cat([k_near, k_far], -1), token[..., 0]
+        near, far_queries = state.extra["window_states"]
+        q_near, k_near = self.rotate(q, k, near, layer)
+        q_far, _ = self.rotate(q, k, far_queries, layer)
+        _, k_far = self.rotate(q, k, state, layer)
+        keys, key_tokens = torch.cat([k_near, k_far], -1), state.coords[..., 0]
         if cache is not None:
             keys, v = cache.append(layer, keys, v)
             cached = cache.pe_state.get(f"hirope_tokens/{layer}")
             key_tokens = key_tokens if cached is None else torch.cat([cached, key_tokens], 1)
             cache.pe_state[f"hirope_tokens/{layer}"] = key_tokens
         k_near, k_far = keys.split(q.shape[-1], -1)
-        return self._windowed_attention(q_near, q_far, k_near, k_far, v, token[..., 0], key_tokens, causal)
-
-    def _rotated(self, q: Tensor, k: Tensor, coords: Tensor, layer: int) -> tuple[Tensor, Tensor]:
-        """q and k rotated at explicit (token, unit) coordinates."""
-        return self.rotate(q, k, self.prepare(Positions(coords=coords)), layer)
+        return self._windowed_attention(q_near, q_far, k_near, k_far, v, state.coords[..., 0], key_tokens, causal)
 
     def _windowed_attention(self, q_near, q_far, k_near, k_far, v, query_tokens, key_tokens, causal) -> Tensor:
         groups = q_near.shape[1] // k_near.shape[1]  # grouped-query attention: expand key heads explicitly

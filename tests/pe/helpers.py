@@ -44,12 +44,14 @@ def example_positions(pe, batch: int, length: int, start: int = 0, random: bool 
     return Positions(coords=coords.clone())
 
 
-def parallel_and_incremental(model, tokens, positions: Positions, prefill: int):
-    """(logits of one parallel pass, the same logits decoded with a KV cache: ``prefill`` tokens, then one at a
-    time) of a decoder, without gradients."""
+def parallel_and_incremental(model, tokens, positions: Positions, *chunk_ends: int):
+    """(logits of one parallel pass, the same logits decoded with a KV cache: chunks ending at ``chunk_ends``, then
+    one token at a time, cache) of a decoder, without gradients."""
+    starts = (0, *chunk_ends)
     with torch.no_grad():
         full = model(tokens, positions)
         cache = model.new_cache()
-        steps = [model(tokens[:, :prefill], positions.slice(0, prefill), cache)]
-        steps += [model(tokens[:, i : i + 1], positions.slice(i, i + 1), cache) for i in range(prefill, tokens.shape[1])]
+        steps = [model(tokens[:, a:b], positions.slice(a, b), cache) for a, b in zip(starts, chunk_ends)]
+        steps += [model(tokens[:, i : i + 1], positions.slice(i, i + 1), cache)
+                  for i in range(starts[-1], tokens.shape[1])]
     return full, torch.cat(steps, 1), cache

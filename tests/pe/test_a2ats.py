@@ -16,7 +16,7 @@ from rope_lab.pe.a2ats_codebooks import CodebookFile, assign_codes, keyspace_cod
 from rope_lab.pe.a2ats_retrieval import Budget, retrieval_mask, wrope_query
 from rope_lab.pe.frequencies import rope_inv_freq
 
-from .helpers import build, pe_config
+from .helpers import build, parallel_and_incremental, pe_config
 
 
 def _random_codebooks(path, depth=2, hkv=2, d=8, size=16, relative_pos=2048, seed=0) -> str:
@@ -147,12 +147,8 @@ def test_kv_cache_decoding_equals_one_parallel_pass(tmp_path, over):
     # distinct tokens: layer 0's pre-RoPE keys of a repeated token are equal, and such exact ties would be broken
     # by last-bit differences between the two paths' float64 sums
     tokens, pos = torch.stack([torch.randperm(40)[:24] for _ in range(2)]), Positions.sequence(2, 24)
-    with torch.no_grad():
-        full = model(tokens, pos)
-        cache = model.new_cache()
-        parts = [model(tokens[:, :9], pos.slice(0, 9), cache), model(tokens[:, 9:13], pos.slice(9, 13), cache)]
-        parts += [model(tokens[:, i : i + 1], pos.slice(i, i + 1), cache) for i in range(13, 24)]
-    torch.testing.assert_close(torch.cat(parts, 1), full, rtol=1e-10, atol=1e-10)
+    full, decoded, cache = parallel_and_incremental(model, tokens, pos, 9, 13)
+    torch.testing.assert_close(decoded, full, rtol=1e-10, atol=1e-10)
     stored = cache.pe_state["a2ats"][1]
     assert stored.shape[:3] == (2, 2, 24) and (stored.dtype == torch.long) == ("codebooks" in over)
 

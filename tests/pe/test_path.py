@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from rope_lab.pe import Positions
 from rope_lab.pe.path import PaTHGates, path_attention, path_logits
 
-from .helpers import build
+from .helpers import build, parallel_and_incremental
 
 
 def _inputs(b=2, h=4, hkv=2, n=70, d=16, seed=0, dtype=torch.float64):
@@ -79,12 +79,8 @@ def test_kv_cache_decoding_equals_one_parallel_pass(forget_gate):
     cfg = DecoderConfig(vocab_size=40, dim=32, depth=2, n_heads=4, n_kv_heads=2, mlp_hidden=48)
     model = Decoder(cfg, build_pe(pe_config("path", forget_gate=forget_gate))).double().eval()
     tokens, pos = torch.randint(0, 40, (2, 12)), Positions.sequence(2, 12)
-    with torch.no_grad():
-        full = model(tokens, pos)
-        cache = model.new_cache()
-        parts = [model(tokens[:, :5], pos.slice(0, 5), cache), model(tokens[:, 5:8], pos.slice(5, 8), cache)]
-        parts += [model(tokens[:, i : i + 1], pos.slice(i, i + 1), cache) for i in range(8, 12)]
-    torch.testing.assert_close(torch.cat(parts, 1), full, rtol=1e-9, atol=1e-9)
+    full, decoded, _ = parallel_and_incremental(model, tokens, pos, 5, 8)
+    torch.testing.assert_close(decoded, full, rtol=1e-9, atol=1e-9)
 
 
 def test_packed_decoding_and_missing_hidden_states_are_clear_errors():
