@@ -309,6 +309,17 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def without_regime(argv: list[str]) -> list[str]:
+    """The command line minus its ``--regime=X`` / ``--regime X`` (each regime's process gets its own)."""
+    kept, rest = [], iter(argv)
+    for a in rest:
+        if a == "--regime":
+            next(rest, None)
+        elif not a.startswith("--regime="):
+            kept.append(a)
+    return kept
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="calls per method per round (CPU)")
@@ -322,12 +333,7 @@ def main() -> None:
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and args.regime == "all":
-        argv, rest = [], iter(sys.argv[1:])
-        for a in rest:  # drop "--regime=X" and "--regime X"
-            if a == "--regime":
-                next(rest, None)
-            elif not a.startswith("--regime="):
-                argv.append(a)
+        argv = without_regime(sys.argv[1:])
         for regime in REGIMES:
             subprocess.run([sys.executable, __file__, *argv, f"--regime={regime}"], env=regime_env(regime), check=True)
         return

@@ -51,3 +51,9 @@ def _row(mode, auto_ms, clone_ms, copy_ms, library_ms):
 ])
 def test_target_verdict(bench, row, device, verdict):
     assert bench.target_verdict(row, device) == verdict
+
+
+@pytest.mark.parametrize("argv", [["--regime", "all", "--scale", "0.5"], ["--scale", "0.5", "--regime=all"],
+                                  ["--scale", "0.5"]])
+def test_each_regime_process_gets_the_command_line_without_the_regime(bench, argv):
+    assert bench.without_regime(argv) == ["--scale", "0.5"]
