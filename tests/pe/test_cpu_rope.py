@@ -51,6 +51,8 @@ def test_avx2_is_always_there_and_avx512_when_the_cpu_has_it():
     ((2, 2, 130, 64), (1, 1, 130, 32)),  # one block of the whole sequence
     ((1, 6, 70, 32), (1, 1, 70, 16)),    # one batch row: heads split into groups to keep threads busy
     ((2, 3, 600, 128), (2, 1, 600, 64)),  # per-batch tables over L2's share: blocks of 256 tokens, a short last one
+    ((4, 7, 40, 64), (1, 1, 40, 32)),    # units of 7 (1 thread) or 4 and 3 heads: a step of 4 heads, then single ones
+    ((8, 9, 50, 48), (1, 1, 50, 24)),    # 4 + 4 + 1 heads, each step a full one and a tail
 ])
 @pytest.mark.parametrize("token_major", [False, True])
 def test_values_bit_identical_to_eager(isa, dtype, layout, shape, table_shape, token_major):
