@@ -57,3 +57,13 @@ def test_target_verdict(bench, row, device, verdict):
                                   ["--scale", "0.5"]])
 def test_each_regime_process_gets_the_command_line_without_the_regime(bench, argv):
     assert bench.without_regime(argv) == ["--scale", "0.5"]
+
+
+@pytest.mark.parametrize("n", [2, 3, 7, 8])
+def test_every_round_times_every_method_once_and_predecessors_change(bench, n):
+    names = [f"m{i}" for i in range(n)]
+    orders = bench.round_orders(names, bench.ROUNDS)
+    assert all(sorted(order) == names for order in orders)
+    predecessors = {name: {o[o.index(name) - 1] for o in orders if o.index(name) > 0} for name in names}
+    if n > 2:  # with two methods each can only follow the other
+        assert all(len(p) >= 2 for p in predecessors.values()), predecessors
