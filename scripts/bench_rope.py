@@ -6,8 +6,9 @@ For a 1-D LM, a 2-D ViT and a 3-D video shape, fp32 and bf16, forward and forwar
 of q and k (the per-layer cost; cos/sin tables, where a method uses them, are built once per forward outside the
 timed region, as every library does; 1-D and 2-D positions are shared by the batch, as our tasks and HF's default
 position_ids are, so every method gets one table row for all batch rows) and prints ratios measured in the same
-run (on CPU every method of a row, floors included, is timed in each of ROUNDS interleaved rounds and keeps its
-best: the same number of samples over the same stretch of time, since on a shared CPU the machine drifts):
+run (on CPU every method of a row, floors included, is timed in each of ROUNDS interleaved rounds: the same number
+of samples over the same stretch of time, since on a shared CPU the machine drifts; a ratio is the median over the
+rounds of the method's time over the floor's time in the same round, ``paired_ratio``):
 
   floor      copy  = q, k copied into preallocated buffers; clone = q.clone(), k.clone() (fresh allocations)
              forward+backward floors: the same for q, k and their gradients (read once, write once, twice)
@@ -33,6 +34,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -213,11 +215,13 @@ def bench_shape(shape: Shape, dtype: torch.dtype, repeats: int, device: str, ker
                     errors[name] = max((oq.double() - eq).abs().max().item(), (ok_.double() - ek).abs().max().item())
             else:
                 fns[name] = backward_step(ctx, apply, q, k, gq, gk)
-        best, worst = time_all(fns, repeats)
-        copy, clone = best.pop("copy"), best.pop("clone")
-        row |= {"copy_ms": copy * 1e3, "clone_ms": clone * 1e3, "clone_ms_spread": [clone * 1e3, worst["clone"] * 1e3]}
-        for name, t in best.items():
-            row["methods"][name] = {"ms": t * 1e3, "x_copy": t / copy, "x_clone": t / clone}
+        rounds = time_all(fns, repeats)
+        copy, clone = rounds.pop("copy"), rounds.pop("clone")
+        row |= {"copy_ms": min(copy) * 1e3, "clone_ms": min(clone) * 1e3,
+                "clone_ms_spread": [min(clone) * 1e3, max(clone) * 1e3]}
+        for name, times in rounds.items():
+            row["methods"][name] = {"ms": min(times) * 1e3, "x_copy": paired_ratio(times, copy),
+                                    "x_clone": paired_ratio(times, clone)}
             if name in errors:
                 row["methods"][name]["max_err_vs_exact"] = errors[name]
         rows.append(row)
@@ -253,24 +257,27 @@ def round_orders(names: list[str], rounds: int) -> list[list[str]]:
     return [[names[(r + j * steps[r % len(steps)]) % n] for j in range(n)] for r in range(rounds)]
 
 
-def time_all(fns: dict, repeats: int) -> tuple[dict, dict]:
-    """name -> (best, worst round) seconds. CPU: after warm-up, ``ROUNDS`` rounds each time every method (floors
-    included) for ``repeats`` calls in turn, in a different order each round (``round_orders``), so every method gets the same number
-    of samples spread over the same stretch of time (a floor measured more often than a method would get a luckier
-    minimum on a shared CPU, and one measured at another moment would see another machine). CUDA: triton's
-    do_bench per method."""
+def paired_ratio(times: list[float], floor: list[float]) -> float:
+    """The median over rounds of a method's time over the floor's time in the same round. A slow stretch of the
+    VM slows both sides of a pair; the ratio of the two minima could pair one method's lucky round with another's
+    unlucky one (on this VM the same code measured 1.14x and 1.33x in one row that way)."""
+    return statistics.median(t / f for t, f in zip(times, floor, strict=True))
+
+
+def time_all(fns: dict, repeats: int) -> dict[str, list[float]]:
+    """name -> seconds per round (the best of ``repeats`` calls). CPU: after warm-up, ``ROUNDS`` rounds each time
+    every method (floors included) for ``repeats`` calls in turn, in a different order each round (``round_orders``),
+    so every method gets the same number of samples spread over the same stretch of time and each round pairs
+    every method with the floors measured next to it (``paired_ratio``). CUDA: one triton do_bench per method."""
     if torch.cuda.is_available():
-        best = {name: timed(fn, repeats) for name, fn in fns.items()}
-        return best, dict(best)
+        return {name: [timed(fn, repeats)] for name, fn in fns.items()}
     for fn in fns.values():
         warm_up(fn)
-    best, worst = {n: math.inf for n in fns}, {n: 0.0 for n in fns}
+    rounds = {n: [] for n in fns}
     for order in round_orders(list(fns), ROUNDS):
         for name in order:
-            fn = fns[name]
-            t = min(call_time(fn) for _ in range(repeats))
-            best[name], worst[name] = min(best[name], t), max(worst[name], t)
-    return best, worst
+            rounds[name].append(min(call_time(fns[name]) for _ in range(repeats)))
+    return rounds
 
 
 def format_row(row: dict) -> str:
@@ -367,7 +374,9 @@ def main() -> None:
               "note": f"batch scale {args.scale}; " + regime + (
                   f"{torch.cuda.get_device_name()}, triton do_bench means (L2 flushed); x copy = 1 / fraction of "
                   "the memory-bandwidth floor" if device == "cuda" else
-                  f"min of {args.repeats} repeats after >= {WARMUP_CALLS} warm-up calls."),
+                  f"{ROUNDS} interleaved rounds of {args.repeats} calls (a round keeps its best) after >= "
+                  f"{WARMUP_CALLS} warm-up calls; x clone = median over rounds of time / clone time in the same "
+                  "round; ms = best round."),
               "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     name = "rope_bench_cuda" if device == "cuda" else f"rope_bench_cpu_{args.regime.replace('-', '_')}"

@@ -67,3 +67,11 @@ def test_every_round_times_every_method_once_and_predecessors_change(bench, n):
     predecessors = {name: {o[o.index(name) - 1] for o in orders if o.index(name) > 0} for name in names}
     if n > 2:  # with two methods each can only follow the other
         assert all(len(p) >= 2 for p in predecessors.values()), predecessors
+
+
+def test_ratios_pair_each_round_with_its_own_floor(bench):
+    floor = [1.0, 2.0, 1.0, 3.0, 1.0]            # the VM slowed down in rounds 2 and 4
+    method = [1.1, 2.2, 1.1, 3.3, 0.9]           # 1.1x in every round but one lucky last round
+    assert bench.paired_ratio(method, floor) == pytest.approx(1.1)  # min/min would say 0.9
+    with pytest.raises(ValueError):
+        bench.paired_ratio([1.0], [1.0, 2.0])
