@@ -70,7 +70,7 @@ SHAPES = [
 
 
 WARMUP_CALLS, WARMUP_S = 10, 0.3
-ROUNDS = 7  # CPU: interleaved rounds per row (see time_all)
+ROUNDS = 15  # CPU: interleaved rounds per row (see time_all); with 7 a bf16 row's ratio moved by up to 0.15 between runs
 #: glibc malloc settings (read at process start) that pin the page regime of the CPU timings. With glibc's defaults
 #: a process drifts between them (its mmap threshold adapts to freed sizes up to 32 MiB), which moved the clone
 #: floor up to 6x within one row.
