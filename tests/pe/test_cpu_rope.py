@@ -115,6 +115,52 @@ def test_compiled_backend_uses_it_and_gradients_match_eager(dtype, layout):
     assert torch.equal(_bits(outs["compiled"][1]), _bits(outs["eager"][1]))
 
 
+@pytest.mark.parametrize(("dtype", "layout"), sorted({(d, lay) for isa, d, lay in CASES if isa == cpu_rope.isas()[0]},
+                                                      key=str))
+@pytest.mark.parametrize(("batch", "heads_q", "heads_k", "length", "dim", "table_shape", "token_major"), [
+    (2, 8, 2, 40, 64, (1, 1, 40, 32), False),     # grouped keys: a unit's heads span q's last and k's first ones
+    (3, 5, 5, 30, 48, (3, 1, 30, 20), False),     # per-batch tables (3-D positions), partial rotary
+    (2, 4, 4, 9, 32, (1, 4, 9, 16), False),       # per-head tables: k's heads index them by their own number
+    (2, 6, 6, 300, 128, (2, 1, 300, 64), False),  # blocks of 256 tokens
+    (2, 6, 6, 21, 64, (1, 1, 21, 32), True),      # q/k from a linear: rotated in the (B, N, H, D) frame
+])
+def test_q_and_k_with_shared_tables_are_rotated_in_one_pass(monkeypatch, dtype, layout, batch, heads_q, heads_k,
+                                                            length, dim, table_shape, token_major):
+    g = torch.Generator().manual_seed(5)
+
+    def make(heads):
+        if token_major:
+            return torch.randn(batch, length, heads, dim, generator=g).to(dtype).transpose(1, 2).requires_grad_()
+        return torch.randn(batch, heads, length, dim, generator=g).to(dtype).requires_grad_()
+
+    q, k = make(heads_q), make(heads_k)
+    cos, sin = _tables(*table_shape)
+    ext, passes = cpu_rope.extension(), []
+    fused = ext.rotate_all
+    monkeypatch.setattr(ext, "rotate_all", lambda xs, *a: passes.append(len(xs)) or fused(xs, *a))
+    rq, rk = kernels.rotate_qk_tables(q, k, cos, sin, cos, sin, layout, "compiled")
+    assert passes == [2]
+    assert torch.equal(_bits(rq), _bits(eager.rotate(q.detach(), cos, sin, layout)))
+    assert torch.equal(_bits(rk), _bits(eager.rotate(k.detach(), cos, sin, layout)))
+    wq, wk = torch.randn(q.shape, generator=g).to(dtype), torch.randn(k.shape, generator=g).to(dtype)
+    torch.autograd.backward((rq, rk), (wq, wk))  # the backward: one pass with the angle negated
+    assert passes == [2, 2]
+    assert torch.equal(_bits(q.grad), _bits(eager.rotate(wq, cos, -sin, layout)))
+    assert torch.equal(_bits(k.grad), _bits(eager.rotate(wk, cos, -sin, layout)))
+
+
+def test_q_and_k_with_their_own_tables_or_shapes_are_rotated_apart():
+    q, k = torch.randn(1, 2, 6, 16), torch.randn(1, 2, 7, 16)  # a longer key (a KV cache): other tables
+    cq, sq = _tables(1, 1, 6, 8)
+    ck, sk = _tables(1, 1, 7, 8)
+    rq, rk = kernels.rotate_qk_tables(q, k, cq, sq, ck, sk, "half", "compiled")
+    assert torch.equal(_bits(rq), _bits(eager.rotate(q, cq, sq, "half")))
+    assert torch.equal(_bits(rk), _bits(eager.rotate(k, ck, sk, "half")))
+    ext = cpu_rope.extension()
+    with pytest.raises(RuntimeError, match="same batch, length"):
+        ext.rotate_all([q, k], cq, sq, False, cpu_rope.best_isa(q.dtype, "half"))
+
+
 def test_not_used_for_learnable_tables_or_other_dtypes_and_half_pairs_only_with_avx512():
     x = torch.randn(1, 2, 3, 8).bfloat16()
     cos, sin = _tables(1, 1, 3, 4)

@@ -93,7 +93,10 @@ def rotate_qk_tables(q: Tensor, k: Tensor, cos_q: Tensor, sin_q: Tensor, cos_k: 
     eager.check_layout(layout)
     if _token_major(q) and _token_major(k):
         t = lambda x: x.transpose(1, 2)  # noqa: E731 - rotate in the (B, N, H, D) frame: contiguous there
-        oq, ok = _rotate_qk(t(q), t(k), t(cos_q), t(sin_q), t(cos_k), t(sin_k), layout, kernel)
+        tables_q = t(cos_q), t(sin_q)
+        shared = cos_k is cos_q and sin_k is sin_q  # kept shared: q and k then rotate in one pass (cpu_rope)
+        tables_k = tables_q if shared else (t(cos_k), t(sin_k))
+        oq, ok = _rotate_qk(t(q), t(k), *tables_q, *tables_k, layout, kernel)
         return t(oq), t(ok)
     return _rotate_qk(q, k, cos_q, sin_q, cos_k, sin_k, layout, kernel)
 

@@ -357,51 +357,78 @@ std::vector<std::string> isas() {
 
 bool supports(const std::string& isa, bool bf16, bool interleaved) { return run_fn(isa, bf16, interleaved); }
 
-// x (B, H, N, D) fp32/bf16, unit last stride and dense; cos, sin (B|1, H|1, N, P) fp32, unit last stride.
-// Returns the rotation with x's strides.
-torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, bool interleaved,
-                     const std::string& isa) {
-  const bool bf16 = x.scalar_type() == at::kBFloat16;
-  TORCH_CHECK((bf16 || x.scalar_type() == at::kFloat) && x.dim() == 4 && x.stride(3) == 1,
-              "x: 4-D fp32 or bf16 with unit last stride");
-  TORCH_CHECK(cos.scalar_type() == at::kFloat && sin.scalar_type() == at::kFloat && cos.stride(3) == 1 &&
-              sin.stride(3) == 1 && cos.sizes() == sin.sizes() && same_strides(cos, sin),
-              "cos/sin: fp32, same shape and strides (of their dimensions longer than 1), unit last stride");
+// One tensor to rotate: x and its output (the same strides), its heads numbered after the previous operand's.
+struct Operand { const char* x; char* out; int64_t xb, xh, xn, heads; };
+
+// xs: tensors (B, H_i, N, D) of one dtype, unit last stride, dense, all head-major or all token-major; cos, sin
+// (B|1, H|1, N, P) fp32, unit last stride, shared by all (per-head tables need every H_i == H). Returns the
+// rotations with the inputs' strides. Rotating q and k in one call reads a block's table rows once for both.
+std::vector<torch::Tensor> rotate_all(const std::vector<torch::Tensor>& xs, const torch::Tensor& cos,
+                                      const torch::Tensor& sin, bool interleaved, const std::string& isa) {
+  TORCH_CHECK(!xs.empty(), "nothing to rotate");
+  const torch::Tensor& x0 = xs.front();
+  const bool bf16 = x0.scalar_type() == at::kBFloat16;
+  TORCH_CHECK(cos.scalar_type() == at::kFloat && sin.scalar_type() == at::kFloat && cos.dim() == 4 &&
+              cos.stride(3) == 1 && sin.stride(3) == 1 && cos.sizes() == sin.sizes() && same_strides(cos, sin),
+              "cos/sin: 4-D fp32, same shape and strides (of their dimensions longer than 1), unit last stride");
   const RunFn fn = run_fn(isa, bf16, interleaved);
   TORCH_CHECK(fn != nullptr, "cpu_rope: isa '", isa, "' does not cover this dtype/layout on this CPU");
-  auto out = torch::empty_like(x);
-  TORCH_CHECK(out.strides() == x.strides(), "x must be dense (its strides are kept for the output)");
-  populate(out.data_ptr(), out.numel() * out.element_size());
-  const int64_t H = x.size(1), N = x.size(2), D = x.size(3), P = cos.size(3);
+  const int64_t B = x0.dim() == 4 ? x0.size(0) : 0, N = x0.dim() == 4 ? x0.size(2) : 0;
+  const int64_t D = x0.dim() == 4 ? x0.size(3) : 0, P = cos.size(3);
   TORCH_CHECK(2 * P <= D, "cos/sin have more pairs than x has channels");
-  const int64_t elem = x.element_size();
-  const auto* xp = static_cast<const char*>(x.data_ptr());
-  auto* op = static_cast<char*>(out.data_ptr());
+  const bool head_major = x0.dim() == 4 && x0.stride(2) <= x0.stride(1);
+  std::vector<torch::Tensor> outs;
+  std::vector<Operand> ops;
+  int64_t H = 0;
+  for (const auto& x : xs) {
+    TORCH_CHECK(x.scalar_type() == x0.scalar_type() && (bf16 || x.scalar_type() == at::kFloat) && x.dim() == 4 &&
+                x.stride(3) == 1, "x: 4-D fp32 or bf16 with unit last stride, one dtype for all");
+    TORCH_CHECK(x.size(0) == B && x.size(2) == N && x.size(3) == D && (x.stride(2) <= x.stride(1)) == head_major,
+                "tensors rotated together need the same batch, length, head size and memory order");
+    TORCH_CHECK(cos.size(1) == 1 || cos.size(1) == x.size(1), "per-head tables need as many heads as x");
+    auto out = torch::empty_like(x);
+    TORCH_CHECK(out.strides() == x.strides(), "x must be dense (its strides are kept for the output)");
+    populate(out.data_ptr(), out.numel() * out.element_size());
+    ops.push_back({static_cast<const char*>(x.data_ptr()), static_cast<char*>(out.data_ptr()), x.stride(0),
+                   x.stride(1), x.stride(2), x.size(1)});
+    H += x.size(1);
+    outs.push_back(out);
+  }
+  if (B * N * D == 0 || H == 0) return outs;
+  const int64_t elem = x0.element_size();
   const float* cp = cos.data_ptr<float>();
   const float* sp = sin.data_ptr<float>();
-  const int64_t xb = x.stride(0), xh = x.stride(1), xn = x.stride(2);
   const int64_t tb = bstride(cos, 0), th = bstride(cos, 1), tn = bstride(cos, 2);
-  if (x.numel() == 0) return out;
-  const Tiling tile = tiling(x.size(0), H, N, P);
-  const bool head_major = xn <= xh;
+  const Tiling tile = tiling(B, H, N, P);
+  const bool shared = head_major && th == 0;  // a unit's heads share table rows: one run covers them all
   at::parallel_for(0, tile.units, std::max<int64_t>(1, 65536 / (tile.tokens * tile.heads * D)), [&](int64_t lo, int64_t hi) {
     for (int64_t unit = lo; unit < hi; ++unit) {
       const int64_t g = unit % tile.groups, blk = unit / tile.groups % tile.blocks, b = unit / tile.groups / tile.blocks;
       const int64_t n0 = blk * tile.tokens, n1 = std::min(N, n0 + tile.tokens);
-      const int64_t h0 = g * tile.heads, h1 = std::min(H, h0 + tile.heads);
-      const bool shared = head_major && th == 0;  // the unit's heads share table rows: one run covers them all
-      const int64_t outer = head_major ? (shared ? 1 : h1 - h0) : n1 - n0;
-      for (int64_t j = 0; j < outer; ++j) {
-        const int64_t h = head_major ? h0 + j : h0, n = head_major ? n0 : n0 + j;
-        const int64_t x_off = (b * xb + h * xh + n * xn) * elem, t_off = b * tb + h * th + n * tn;
-        Run run{xp + x_off, op + x_off, cp + t_off, sp + t_off, head_major ? n1 - n0 : h1 - h0,
-                head_major ? xn : xh, head_major ? tn : th, P, D};
-        if (shared) run.heads = h1 - h0, run.h_step = xh;
-        fn(run);
+      int64_t first = 0;  // the operand's first head in the unit's numbering
+      for (const Operand& o : ops) {
+        const int64_t h0 = std::max<int64_t>(g * tile.heads - first, 0);
+        const int64_t h1 = std::min<int64_t>((g + 1) * tile.heads - first, o.heads);
+        first += o.heads;
+        if (h0 >= h1) continue;
+        const int64_t outer = head_major ? (shared ? 1 : h1 - h0) : n1 - n0;
+        for (int64_t j = 0; j < outer; ++j) {
+          const int64_t h = head_major ? h0 + j : h0, n = head_major ? n0 : n0 + j;
+          const int64_t x_off = (b * o.xb + h * o.xh + n * o.xn) * elem, t_off = b * tb + h * th + n * tn;
+          Run run{o.x + x_off, o.out + x_off, cp + t_off, sp + t_off, head_major ? n1 - n0 : h1 - h0,
+                  head_major ? o.xn : o.xh, head_major ? tn : th, P, D};
+          if (shared) run.heads = h1 - h0, run.h_step = o.xh;
+          fn(run);
+        }
       }
     }
   });
-  return out;
+  return outs;
+}
+
+torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, bool interleaved,
+                     const std::string& isa) {
+  return rotate_all({x}, cos, sin, interleaved, isa).front();
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -409,4 +436,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("supports", &supports, "whether an isa covers (bf16, interleaved)");
   m.def("populate_pages", &populate_pages, "map a fresh buffer's pages in one call per thread (see populate)");
   m.def("rotate", &rotate, "rotary rotation by fp32 tables (x86 SIMD)");
+  m.def("rotate_all", &rotate_all, "rotate several tensors (q and k) by the same fp32 tables in one pass");
 }

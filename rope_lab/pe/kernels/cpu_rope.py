@@ -87,9 +87,25 @@ def rotate(x: Tensor, cos: Tensor, sin: Tensor, layout: str, isa: str | None = N
     return extension().rotate(x, *_tables(cos, sin), layout == "interleaved", isa)
 
 
+def _head_major(x: Tensor) -> bool:
+    return x.stride(2) <= x.stride(1)
+
+
+def _together(q: Tensor, k: Tensor) -> bool:
+    """q and k can be rotated in one pass: same batch, length, head size, dtype and memory order."""
+    return (q.shape[0] == k.shape[0] and q.shape[2:] == k.shape[2:] and q.dtype == k.dtype
+            and _head_major(q) == _head_major(k))
+
+
 @functools.cache
 def _qk_rotation(layout: str):
     def rotate_qk(q, k, cos_q, sin_q, cos_k, sin_k):
+        q = q if keeps_strides(q) else q.contiguous()
+        k = k if keeps_strides(k) else k.contiguous()
+        if cos_q is cos_k and sin_q is sin_k and _together(q, k):  # one pass: a block's tables are read once
+            oq, ok = extension().rotate_all([q, k], *_tables(cos_q, sin_q), layout == "interleaved",
+                                            best_isa(q.dtype, layout))
+            return oq, ok
         return rotate(q, cos_q, sin_q, layout), rotate(k, cos_k, sin_k, layout)
 
     return rotate_qk
