@@ -2,7 +2,8 @@
 loads/stores of interleaved pairs (RoPE-ViT, GPT-J, Meta LLaMA), 2-4x slower than this kernel; for half pairs its
 code is vectorised but walks the tables once per head (3-D positions: per-token tables as large as a bf16 head)
 and first-touches fresh output pages one fault at a time. This kernel reads a block of tokens' table rows once for
-all heads and maps a fresh output's pages in one call per thread (``populate`` in the source).
+all heads (and for q and k together when they share tables, ``rotate_all``) and maps a fresh output's pages in one
+call per thread (``populate`` in the source).
 
 ``cpu_rope.cpp`` has two instruction sets, picked at run time: ``avx512`` (AVX-512 with BF16: Sapphire Rapids,
 Zen 4, ...) covers fp32 and bf16, both pair layouts; ``avx2`` covers bf16 interleaved pairs (other cases stay on
