@@ -426,15 +426,9 @@ std::vector<torch::Tensor> rotate_all(const std::vector<torch::Tensor>& xs, cons
   return outs;
 }
 
-torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, bool interleaved,
-                     const std::string& isa) {
-  return rotate_all({x}, cos, sin, interleaved, isa).front();
-}
-
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("isas", &isas, "instruction sets of this CPU the kernel has code for, best first");
   m.def("supports", &supports, "whether an isa covers (bf16, interleaved)");
   m.def("populate_pages", &populate_pages, "map a fresh buffer's pages in one call per thread (see populate)");
-  m.def("rotate", &rotate, "rotary rotation by fp32 tables (x86 SIMD)");
-  m.def("rotate_all", &rotate_all, "rotate several tensors (q and k) by the same fp32 tables in one pass");
+  m.def("rotate_all", &rotate_all, "rotary rotation of tensors (q and k) by the same fp32 tables, one pass (x86 SIMD)");
 }

@@ -81,11 +81,19 @@ def _tables(cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
     return cos, sin
 
 
+def _dense(x: Tensor) -> Tensor:
+    return x if keeps_strides(x) else x.contiguous()
+
+
+def _rotate_dense(xs: list[Tensor], cos: Tensor, sin: Tensor, layout: str, isa: str | None = None) -> list[Tensor]:
+    """Rotate dense tensors (B, H_i, N, D) by the same tables in one pass (``rotate_all`` in the source)."""
+    isa = isa or best_isa(xs[0].dtype, layout)
+    return extension().rotate_all(xs, *_tables(cos, sin), layout == "interleaved", isa)
+
+
 def rotate(x: Tensor, cos: Tensor, sin: Tensor, layout: str, isa: str | None = None) -> Tensor:
     """Rotate one tensor (B, H, N, D) by fp32 tables (B|1, H|1, N, P) with ``isa`` (default: the best)."""
-    isa = isa or best_isa(x.dtype, layout)
-    x = x if keeps_strides(x) else x.contiguous()
-    return extension().rotate(x, *_tables(cos, sin), layout == "interleaved", isa)
+    return _rotate_dense([_dense(x)], cos, sin, layout, isa)[0]
 
 
 def _head_major(x: Tensor) -> bool:
@@ -101,13 +109,10 @@ def _together(q: Tensor, k: Tensor) -> bool:
 @functools.cache
 def _qk_rotation(layout: str):
     def rotate_qk(q, k, cos_q, sin_q, cos_k, sin_k):
-        q = q if keeps_strides(q) else q.contiguous()
-        k = k if keeps_strides(k) else k.contiguous()
+        q, k = _dense(q), _dense(k)
         if cos_q is cos_k and sin_q is sin_k and _together(q, k):  # one pass: a block's tables are read once
-            oq, ok = extension().rotate_all([q, k], *_tables(cos_q, sin_q), layout == "interleaved",
-                                            best_isa(q.dtype, layout))
-            return oq, ok
-        return rotate(q, cos_q, sin_q, layout), rotate(k, cos_k, sin_k, layout)
+            return tuple(_rotate_dense([q, k], cos_q, sin_q, layout))
+        return _rotate_dense([q], cos_q, sin_q, layout)[0], _rotate_dense([k], cos_k, sin_k, layout)[0]
 
     return rotate_qk
 
