@@ -25,6 +25,8 @@ THP_MEM_ALLOC_ENABLE=1) and ``reuse`` (freed memory is reused, as with jemalloc/
 <out>/rope_bench_cpu_<regime>.{json,md} (rope_bench_cuda.* on a GPU); each table ends with whether ``ours auto``
 meets issue 6's targets on that row.
 Timings on a shared CPU are noisy: the ratios, measured back to back, are what to read.
+On CUDA a method's time is its GPU time (``graph_time``: CUDA-graph replays after an L2 flush) and the ``ours auto``
+call is also timed as launched from Python (do_bench), where the GPU can wait on the host for small tensors.
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ SHAPES = [
 
 
 WARMUP_CALLS, WARMUP_S = 10, 0.3
+GRAPH_REPLAYS = 50  # CUDA: timed replays of a captured graph per method
+L2_FLUSH_BYTES = 256 << 20  # larger than any GPU's L2 (H100 50 MB, H200 60 MB): each replay starts cold
 ROUNDS = 15  # CPU: interleaved rounds per row (see time_all); with 7 a bf16 row's ratio moved by up to 0.15 between runs
 #: glibc malloc settings (read at process start) that pin the page regime of the CPU timings. With glibc's defaults
 #: a process drifts between them (its mmap threshold adapts to freed sizes up to 32 MiB), which moved the clone
@@ -138,13 +142,42 @@ def call_time(fn) -> float:
 
 def timed(fn, repeats: int) -> float:
     """Best wall time of ``repeats`` calls after warm-up (CPU); on CUDA, triton's do_bench (CUDA events, L2
-    flushed, mean)."""
+    flushed, mean): the time of the call as launched from Python, host overhead included where the GPU waits."""
     if torch.cuda.is_available():
         from triton.testing import do_bench
 
         return do_bench(fn, warmup=10, rep=max(25, 10 * repeats)) * 1e-3
     warm_up(fn)
     return min(call_time(fn) for _ in range(repeats))
+
+
+def graph_time(fn, reps: int = GRAPH_REPLAYS) -> float | None:
+    """CUDA: median GPU time of ``fn`` captured once in a CUDA graph and replayed after an L2 flush each time: what
+    the GPU spends on the work, without Python's launch overhead (as in a model run under CUDA graphs or
+    torch.compile's reduce-overhead mode). None when ``fn`` cannot be captured."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the default stream, as graph capture of autograd requires
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            fn()
+    except RuntimeError as err:
+        print(f"  (no CUDA graph: {str(err).splitlines()[0]})")
+        return None
+    flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.int8, device="cuda")
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+    graph.replay()
+    for start, end in events:
+        flush.zero_()
+        start.record()
+        graph.replay()
+        end.record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in events) * 1e-3
 
 
 def methods(shape: Shape, pe_by_kernel: dict, pos: Positions, device: str):
@@ -216,6 +249,11 @@ def bench_shape(shape: Shape, dtype: torch.dtype, repeats: int, device: str, ker
             else:
                 fns[name] = backward_step(ctx, apply, q, k, gq, gk)
         rounds = time_all(fns, repeats)
+        if device == "cuda":  # the same calls launched from Python one by one: host overhead shows where it binds
+            launched = {name: timed(fn, repeats) for name, fn in fns.items()}
+            row["launched_ms"] = {name: t * 1e3 for name, t in launched.items()}
+            for floor in ("copy", "clone"):  # the floor is the faster of two timings of the same copy: on an H100
+                rounds[floor] = [min(rounds[floor][0], launched[floor])]  # graph replays of a copy ran up to 20% slower
         copy, clone = rounds.pop("copy"), rounds.pop("clone")
         row |= {"copy_ms": min(copy) * 1e3, "clone_ms": min(clone) * 1e3,
                 "clone_ms_spread": [min(clone) * 1e3, max(clone) * 1e3]}
@@ -268,9 +306,10 @@ def time_all(fns: dict, repeats: int) -> dict[str, list[float]]:
     """name -> seconds per round (the best of ``repeats`` calls). CPU: after warm-up, ``ROUNDS`` rounds each time
     every method (floors included) for ``repeats`` calls in turn, in a different order each round (``round_orders``),
     so every method gets the same number of samples spread over the same stretch of time and each round pairs
-    every method with the floors measured next to it (``paired_ratio``). CUDA: one triton do_bench per method."""
+    every method with the floors measured next to it (``paired_ratio``). CUDA: each method's GPU time from CUDA-graph
+replays (``graph_time``; do_bench where it cannot be captured)."""
     if torch.cuda.is_available():
-        return {name: [timed(fn, repeats)] for name, fn in fns.items()}
+        return {name: [graph_time(fn) or timed(fn, repeats)] for name, fn in fns.items()}
     for fn in fns.values():
         warm_up(fn)
     rounds = {n: [] for n in fns}
@@ -306,6 +345,9 @@ def markdown(result: dict) -> str:
     head = ["shape", "dtype", "pass", "copy ms", "clone ms (best round, worst round)", *[f"{n} ({ratio.replace('_', ' ')})" for n in names],
             "angle err ours / naive fp32 (rad)", "max err vs exact: ours / library (same layout)",
             "auto meets target (issue 6)"]
+    launched = result["device"] == "cuda" and "launched_ms" in result["rows"][0]
+    if launched:
+        head.insert(-3, "ours auto launched from Python, do_bench (x copy launched the same way)")
     lines = [f"Measured {result['date']} on {result['machine']} ({result['threads']} threads, {result['device']}); "
              f"{result['thp']}. {result['note']}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -313,6 +355,9 @@ def markdown(result: dict) -> str:
         spread = r.get("clone_ms_spread", [r["clone_ms"]] * 2)
         cells = [r["shape"], r["dtype"], r["mode"], f"{r['copy_ms']:.1f}", f"{spread[0]:.1f} (max {spread[1]:.1f})"]
         cells += [f"{r['methods'][n][ratio]:.2f} ({r['methods'][n]['ms']:.3g} ms)" for n in names]
+        if launched:
+            ms = r["launched_ms"]
+            cells.append(f"{ms['ours auto'] / ms['copy']:.2f} ({ms['ours auto']:.3g} ms)")
         cells.append(f"{r['angle_err_ours']:.1e} / {r['angle_err_naive_fp32']:.1e}")
         ours = [m["max_err_vs_exact"] for n, m in r["methods"].items() if "max_err_vs_exact" in m and "ours" in n]
         lib = [m["max_err_vs_exact"] for n, m in r["methods"].items() if "max_err_vs_exact" in m and "ours" not in n]
@@ -372,8 +417,11 @@ def main() -> None:
               "threads": torch.get_num_threads(), "device": device, "thp": thp_setting(), "torch": torch.__version__,
               "regime": None if device == "cuda" else args.regime,
               "note": f"batch scale {args.scale}; " + regime + (
-                  f"{torch.cuda.get_device_name()}, triton do_bench means (L2 flushed); x copy = 1 / fraction of "
-                  "the memory-bandwidth floor" if device == "cuda" else
+                  f"{torch.cuda.get_device_name()}; GPU time = median of {GRAPH_REPLAYS} CUDA-graph replays, L2 "
+                  "flushed before each (no Python launch overhead); x copy = 1 / fraction of the memory-bandwidth "
+                  "floor, the faster of the copy's two timings; the launched column times the same Python call with triton's do_bench "
+                  "(mean, L2 flushed)"
+                  if device == "cuda" else
                   f"{ROUNDS} interleaved rounds of {args.repeats} calls (a round keeps its best) after >= "
                   f"{WARMUP_CALLS} warm-up calls; x clone = median over rounds of time / clone time in the same "
                   "round; ms = best round."),

@@ -75,3 +75,18 @@ def test_ratios_pair_each_round_with_its_own_floor(bench):
     assert bench.paired_ratio(method, floor) == pytest.approx(1.1)  # min/min would say 0.9
     with pytest.raises(ValueError):
         bench.paired_ratio([1.0], [1.0, 2.0])
+
+
+def test_cuda_table_shows_gpu_time_and_the_launched_call(bench):
+    """On a GPU the ratio columns are GPU (CUDA-graph) times and one column shows ``ours auto`` as launched from
+    Python against the copy launched the same way, so host overhead is visible next to the kernel's bandwidth."""
+    row = _row("forward", 1.3, 5.0, 1.0, 5.0) | {"shape": "3D", "dtype": "bfloat16", "angle_err_ours": 1e-7,
+                                                  "copy_ms": 1.0, "clone_ms": 1.2,
+                                                  "angle_err_naive_fp32": 1e-4}
+    row["methods"]["transformers"]["x_copy"] = 5.0
+    row["launched_ms"] = {"copy": 1.0, "clone": 1.2, "ours auto": 1.6, "transformers": 5.0}
+    result = {"date": "d", "machine": "m", "threads": 1, "device": "cuda", "thp": "-", "note": "n", "rows": [row]}
+    table = bench.markdown(result).splitlines()
+    header, cells = table[2].split(" | "), table[4].split(" | ")
+    assert header[-4].startswith("ours auto launched from Python")
+    assert cells[-4] == "1.60 (1.6 ms)" and cells[-1].rstrip(" |") == "yes"

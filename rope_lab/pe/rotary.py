@@ -158,7 +158,7 @@ class Rotary(PositionalEncoding):
         coords = self._distinct_rows(state.coords)
         coords = coords if free is None else coords.masked_fill(free[..., None], 0.0)
         factor = torch.as_tensor(state.extra["attention_factor"], dtype=torch.float32, device=coords.device)
-        return coords.float().contiguous(), split_plan(plan), factor.reshape(1)
+        return coords.float(), tuple(g.contiguous() for g in split_plan(plan)), factor.reshape(1)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, *, state: PEState, layer: int, causal: bool,
                x: Tensor | None = None, cache: KVCache | None = None) -> Tensor:

@@ -2,7 +2,9 @@
 
 Executed by tests/pe/test_triton_interpreter.py in a subprocess with ``TRITON_INTERPRET=1`` (the variable must be
 set before the kernel is decorated). Cases: both pair layouts, fp32 and bf16, partial rotary, 3 axes, a per-head
-plan, q as a head-transposed view and a last-dim-strided k (grouped heads), positions near 2^20.
+plan, q as a head-transposed view and a last-dim-strided k (grouped heads), positions near 2^20, coords shared by
+the batch (one row, read with batch stride 0); and every way of cutting a launch into programs (rows per program,
+head groups) gives the same bits.
 """
 
 from __future__ import annotations
@@ -45,7 +47,21 @@ def check(layout: str, dtype: torch.dtype, axes: int, per_head: bool) -> float:
     tol = 1e-5 if dtype == torch.float32 else 2**-5  # bf16: one rounding step of values below 8 (one ulp)
     err = max((a.float() - b.float()).abs().max().item() for a, b in zip(got, want))
     assert err <= tol, f"{layout} {dtype} axes={axes} per_head={per_head}: max error {err}"
+    check_launch_configs(q.detach(), k.detach(), coords, plan, factor, layout == "interleaved")
     return err
+
+
+def check_launch_configs(q, k, coords, plan, factor, interleaved: bool) -> None:
+    """Rows per program and head groups change only which program does what: the outputs are bit-identical."""
+    want = triton_rope._launch(q, k, coords, plan, factor, interleaved, 1.0)
+    configs = [triton_rope.LaunchConfig(rows, groups, 2) for rows, groups in ((1, 3), (4, 2), (16, 8), (16, 1))]
+    for cfg in configs:
+        got = triton_rope._launch(q, k, coords, plan, factor, interleaved, 1.0, cfg)
+        assert all(torch.equal(a, b) for a, b in zip(got, want)), f"launch {cfg} differs from the default"
+    shared = coords[:1]  # one row of positions for the whole batch (stride-0 batch reads in the kernel)
+    got = triton_rope._launch(q, k, shared, plan, factor, interleaved, 1.0)
+    want = triton_rope._launch(q, k, shared.expand_as(coords).contiguous(), plan, factor, interleaved, 1.0)
+    assert all(torch.equal(a, b) for a, b in zip(got, want)), "a shared coordinate row differs from its copies"
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Triton rotary kernel (CUDA): angles computed on the fly from positions x frequencies, no cos/sin tables.
 
-One launch rotates q and k together. A program takes ROWS token positions (b, n): it loads their A coordinates,
-forms the precisely reduced angles from the split plan (g1, g2, g3 revolutions, see ``angles.py``) once, and then
-loops over the heads of q and of k, so the angle arithmetic (several floors, a cos and a sin per pair) is shared
-by every head instead of being redone per head: that keeps the kernel memory-bound. Per-head plans (e.g. frozen
+One launch rotates q and k together. A program takes ROWS token positions (b, n) and one of GROUPS head groups: it
+loads the rows' A coordinates, forms the precisely reduced angles from the split plan (g1, g2, g3 revolutions, see
+``angles.py``) once, and then loops over its group's heads of q and of k (heads g, g + GROUPS, ...), so the angle
+arithmetic (several floors, a cos and a sin per pair) is shared by several heads instead of being redone per head:
+that keeps the kernel memory-bound. More groups give more, shorter programs (a better-filled GPU for few tokens). Per-head plans (e.g. frozen
 RoPE-Mixed frequencies) recompute the angles per head. Each head's rows are loaded and stored as contiguous
 blocks (the interleaved layout is de-interleaved in registers), the rotation is done in fp32 with a single cast
 at the store. The backward is the same kernel with the angle negated (R(theta)^T = R(-theta)), so forward and
@@ -16,10 +17,11 @@ in Triton's interpreter (``TRITON_INTERPRET=1``).
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
-
-from rope_lab.pe.kernels.autograd import keeps_strides
 
 try:  # Triton ships with CUDA builds of torch; CPU-only installs may lack it
     import triton
@@ -29,10 +31,7 @@ except ImportError:  # pragma: no cover - depends on the install
     tl = None
 
 _TARGET_PROGRAMS = 1024  # enough programs to fill ~132 SMs several times over
-
-
-def available() -> bool:
-    return triton is not None and torch.cuda.is_available()
+_ROWS_PER_PROGRAM = 8
 
 
 if triton is not None:
@@ -91,8 +90,9 @@ if triton is not None:
         sqb, sqh, sqn, skb, skh, skn,
         scb, scn, sca,
         A: tl.constexpr, PER_HEAD: tl.constexpr, INTERLEAVED: tl.constexpr,
-        ROWS: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_REST: tl.constexpr,
+        ROWS: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_REST: tl.constexpr, GROUPS: tl.constexpr,
     ):
+        group = tl.program_id(1)
         rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)
         row_ok = rows < n_rows
         n = rows % N
@@ -102,14 +102,14 @@ if triton is not None:
         factor = tl.load(factor_ptr).to(tl.float32)
         cos, sin = _cos_sin(coords_ptr, g1_ptr, g2_ptr, g3_ptr, factor, sign, b, n, row_ok, p, p_ok, 0,
                             scb, scn, sca, P, A, ROWS, BLOCK_P)
-        for h in range(HQ):
+        for h in range(group, HQ, GROUPS):
             if PER_HEAD:
                 cos, sin = _cos_sin(coords_ptr, g1_ptr, g2_ptr, g3_ptr, factor, sign, b, n, row_ok, p, p_ok,
                                     h * A * P, scb, scn, sca, P, A, ROWS, BLOCK_P)
             off = b * sqb + h * sqh + n * sqn  # outputs have their input's strides (``_dense``)
             _rotate_rows(q_ptr + off, oq_ptr + off, cos, sin, row_ok, p, P, D, INTERLEAVED, ROWS, BLOCK_P,
                          BLOCK_REST)
-        for h in range(HK):
+        for h in range(group, HK, GROUPS):
             if PER_HEAD:
                 cos, sin = _cos_sin(coords_ptr, g1_ptr, g2_ptr, g3_ptr, factor, sign, b, n, row_ok, p, p_ok,
                                     h * A * P, scb, scn, sca, P, A, ROWS, BLOCK_P)
@@ -123,21 +123,46 @@ def _pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
-def _rows_per_program(n_rows: int, block_p: int) -> int:
-    """Token positions per program: as many as keep ~_TARGET_PROGRAMS programs, 4..32, and <= 4096 pairs."""
-    rows = _pow2(max(1, n_rows // _TARGET_PROGRAMS))
-    return max(4, min(rows, 32, max(1, 4096 // block_p)))
+@dataclass(frozen=True)
+class LaunchConfig:
+    """How a launch is cut into programs: ``rows`` token positions per program, ``groups`` head groups (grid axis
+    1), ``num_warps`` per program. ``None`` fields are chosen by ``choose_config``; ``scripts/tune_triton_rope.py``
+    times the alternatives on a GPU."""
+
+    rows: int | None = None
+    groups: int | None = None
+    num_warps: int | None = None
+
+
+def choose_config(n_rows: int, heads: int, block_p: int, given: LaunchConfig = LaunchConfig()) -> LaunchConfig:
+    """8 token positions per program (4 when there are too few for _TARGET_PROGRAMS programs), 4 warps; head
+    groups only when even 4-row programs are too few to fill the GPU (short sequences, small batches). Measured on
+    an H100 (``scripts/tune_triton_rope.py``, benchmarks/triton_rope_tuning.md): 8 rows and 4 warps were within
+    2 % of the best of 16 configurations on all six benchmark rows, where 32 rows lost 10 % on the smallest (3-D
+    video, bf16) and 64 rows up to 50 %."""
+    rows = given.rows or (_ROWS_PER_PROGRAM if n_rows >= _ROWS_PER_PROGRAM * _TARGET_PROGRAMS else 4)
+    groups = given.groups or max(1, min(heads, _TARGET_PROGRAMS // max(1, -(-n_rows // rows))))
+    return LaunchConfig(rows, groups, given.num_warps or 4)
+
+
+@functools.cache
+def available() -> bool:
+    return triton is not None and torch.cuda.is_available()
 
 
 def _dense(x: Tensor) -> tuple[Tensor, Tensor]:
     """(input, output) with the same strides (one set serves both in the kernel) and x's memory order kept where
-    it can be (``keeps_strides``): attention's output then needs no copy."""
-    x = x if keeps_strides(x) else x.contiguous()
+    it can be (unit last stride, dense: e.g. (B, N, H, D) memory viewed as (B, H, N, D)): attention's output then
+    needs no copy. Same rule as ``autograd.keeps_strides``, with one allocation instead of two."""
+    out = torch.empty_like(x)
+    if x.stride(-1) == 1 and out.stride() == x.stride():
+        return x, out
+    x = x.contiguous()
     return x, torch.empty_like(x)
 
 
 def _launch(q: Tensor, k: Tensor, coords: Tensor, plan: tuple[Tensor, Tensor, Tensor], factor: Tensor,
-            interleaved: bool, sign: float) -> tuple[Tensor, Tensor]:
+            interleaved: bool, sign: float, config: LaunchConfig = LaunchConfig()) -> tuple[Tensor, Tensor]:
     """q (B, Hq, N, D), k (B, Hk, N, D) any strides; coords (B|1, N, A) fp32; plan 3 x (H|1, A, P) fp32."""
     batch, heads_q, length, dim = q.shape
     heads_k = k.shape[1]
@@ -147,20 +172,20 @@ def _launch(q: Tensor, k: Tensor, coords: Tensor, plan: tuple[Tensor, Tensor, Te
     if per_head and g1.shape[0] != heads_q or per_head and heads_k != heads_q:
         raise ValueError(f"a per-head frequency plan ({g1.shape[0]} heads) cannot rotate {heads_q} query and "
                          f"{heads_k} key heads; it needs n_heads == n_kv_heads == plan heads")
-    coords = coords.expand(batch, length, axes)
     (q, oq), (k, ok) = _dense(q), _dense(k)
     n_rows = batch * length
     if n_rows == 0:
         return oq, ok
     block_p = _pow2(pairs)
     rest = dim - 2 * pairs
-    rows = _rows_per_program(n_rows, block_p)
-    _rope_qk_kernel[(-(-n_rows // rows),)](
+    cfg = choose_config(n_rows, max(heads_q, heads_k), block_p, config)
+    coord_strides = (0 if coords.shape[0] == 1 else coords.stride(0), coords.stride(1), coords.stride(2))
+    _rope_qk_kernel[(-(-n_rows // cfg.rows), cfg.groups)](
         q, k, oq, ok, coords, g1, g2, g3, factor, sign,
         n_rows, length, heads_q, heads_k, pairs, dim,
-        *q.stride()[:3], *k.stride()[:3], *coords.stride(),
-        A=axes, PER_HEAD=per_head, INTERLEAVED=interleaved, ROWS=rows, BLOCK_P=block_p,
-        BLOCK_REST=_pow2(rest) if rest > 0 else 0, num_warps=4,
+        *q.stride()[:3], *k.stride()[:3], *coord_strides,
+        A=axes, PER_HEAD=per_head, INTERLEAVED=interleaved, ROWS=cfg.rows, BLOCK_P=block_p,
+        BLOCK_REST=_pow2(rest) if rest > 0 else 0, GROUPS=cfg.groups, num_warps=cfg.num_warps,
     )
     return oq, ok
 
@@ -182,8 +207,11 @@ class _RotateOnTheFly(torch.autograd.Function):
 def rotate_qk(q: Tensor, k: Tensor, coords: Tensor, plan: tuple[Tensor, Tensor, Tensor], factor: Tensor,
               layout: str) -> tuple[Tensor, Tensor]:
     """factor * R(coords @ freq) applied to q and k in one launch, ``plan = split_plan(freq)``; differentiable
-    in q and k."""
+    in q and k. coords (B|1, N, A) fp32 and the plan contiguous fp32, as ``Rotary.prepare`` builds them once per
+    forward (this runs per layer: the inference path skips autograd's bookkeeping)."""
     if not available():
         raise RuntimeError("the Triton rotary kernel needs CUDA and the triton package")
-    plan = tuple(g.contiguous() for g in plan)
-    return _RotateOnTheFly.apply(q, k, coords.float(), *plan, factor, layout == "interleaved")
+    interleaved = layout == "interleaved"
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):
+        return _RotateOnTheFly.apply(q, k, coords, *plan, factor, interleaved)
+    return _launch(q, k, coords, plan, factor, interleaved, 1.0)
