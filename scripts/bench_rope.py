@@ -419,8 +419,8 @@ def main() -> None:
               "note": f"batch scale {args.scale}; " + regime + (
                   f"{torch.cuda.get_device_name()}; GPU time = median of {GRAPH_REPLAYS} CUDA-graph replays, L2 "
                   "flushed before each (no Python launch overhead); x copy = 1 / fraction of the memory-bandwidth "
-                  "floor, the faster of the copy's two timings; the launched column times the same Python call with triton's do_bench "
-                  "(mean, L2 flushed)"
+                  "floor, the faster of the copy's two timings; the launched column times the same Python call "
+                  "with triton's do_bench (mean, L2 flushed)"
                   if device == "cuda" else
                   f"{ROUNDS} interleaved rounds of {args.repeats} calls (a round keeps its best) after >= "
                   f"{WARMUP_CALLS} warm-up calls; x clone = median over rounds of time / clone time in the same "
