@@ -7,9 +7,9 @@ arithmetic (several floors, a cos and a sin per pair) is shared by several heads
 that keeps the kernel memory-bound. More groups give more, shorter programs (a better-filled GPU for few tokens).
 Per-head plans (e.g. frozen RoPE-Mixed frequencies) recompute the angles per head. Each head's rows are loaded and
 stored as contiguous blocks (the interleaved layout is de-interleaved in registers), the rotation is done in fp32
-with a single cast at the store. The backward is the same kernel with the angle negated (R(theta)^T = R(-theta)), so forward and
-backward each read their input once and write once. Gradients flow to q and k only: the Rotary core uses this
-kernel only when the frequency plan needs no gradient.
+with a single cast at the store. The backward is the same kernel with the angle negated (R(theta)^T = R(-theta)),
+so forward and backward each read their input once and write once. Gradients flow to q and k only: the Rotary
+core uses this kernel only when the frequency plan needs no gradient.
 
 Checked against the eager oracle on CUDA by ``tests/pe/test_kernels.py`` (marked ``gpu``) and, without a GPU,
 in Triton's interpreter (``TRITON_INTERPRET=1``).
