@@ -192,3 +192,15 @@ def test_auto_uses_triton_on_cuda_and_falls_back_for_learnable_frequencies():
         with pytest.raises(ValueError, match="learnable"):
             kernels.uses_on_the_fly("triton", torch.device("cuda"), plan_needs_grad=True)
         assert mixed.per_layer_plan
+
+
+def test_triton_launch_is_cut_to_fill_the_gpu_and_keep_tiles_in_registers():
+    """choose_config (pure Python): 8 rows per program for long inputs (tuned on an H100), head groups when there
+    are too few tokens for ~1024 programs, narrower tiles for very wide heads, and explicit choices kept."""
+    from rope_lab.pe.kernels.triton_rope import LaunchConfig, choose_config
+
+    assert choose_config(16 * 2048, 16, 64) == LaunchConfig(8, 1, 4)
+    decode = choose_config(2, 32, 64)  # two sequences, one new token each: every head its own program
+    assert decode.rows == 4 and decode.groups == 32
+    assert choose_config(1 << 20, 8, 4096).rows == 1  # 4096-pair rows: one per program
+    assert choose_config(1 << 20, 8, 64, LaunchConfig(32, 2, 8)) == LaunchConfig(32, 2, 8)

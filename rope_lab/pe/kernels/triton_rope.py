@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover - depends on the install
 
 _TARGET_PROGRAMS = 1024  # enough programs to fill ~132 SMs several times over
 _ROWS_PER_PROGRAM = 8
+_MAX_PAIRS_PER_TILE = 4096
 
 
 if triton is not None:
@@ -141,6 +142,7 @@ def choose_config(n_rows: int, heads: int, block_p: int, given: LaunchConfig = L
     2 % of the best of 16 configurations on all six benchmark rows, where 32 rows lost 10 % on the smallest (3-D
     video, bf16) and 64 rows up to 50 %."""
     rows = given.rows or (_ROWS_PER_PROGRAM if n_rows >= _ROWS_PER_PROGRAM * _TARGET_PROGRAMS else 4)
+    rows = given.rows or max(1, min(rows, _MAX_PAIRS_PER_TILE // block_p))  # very wide heads: keep tiles in registers
     groups = given.groups or max(1, min(heads, _TARGET_PROGRAMS // max(1, -(-n_rows // rows))))
     return LaunchConfig(rows, groups, given.num_warps or 4)
 
