@@ -307,7 +307,7 @@ def time_all(fns: dict, repeats: int) -> dict[str, list[float]]:
     every method (floors included) for ``repeats`` calls in turn, in a different order each round (``round_orders``),
     so every method gets the same number of samples spread over the same stretch of time and each round pairs
     every method with the floors measured next to it (``paired_ratio``). CUDA: each method's GPU time from CUDA-graph
-replays (``graph_time``; do_bench where it cannot be captured)."""
+    replays (``graph_time``; do_bench where it cannot be captured)."""
     if torch.cuda.is_available():
         return {name: [graph_time(fn) or timed(fn, repeats)] for name, fn in fns.items()}
     for fn in fns.values():
