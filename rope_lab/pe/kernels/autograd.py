@@ -15,10 +15,25 @@ from torch import Tensor
 TableRotation = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
+def _same_layout(x: Tensor, out: Tensor) -> bool:
+    """out = empty_like(x) has x's strides (x is dense) and the last stride is 1."""
+    return x.stride(-1) == 1 and out.stride() == x.stride()
+
+
 def keeps_strides(x: Tensor) -> bool:
     """x can be read in place and its output allocated with its strides: unit last stride and dense (e.g. q/k
     straight from a linear, (B, N, H, D) memory viewed as (B, H, N, D)); else the kernels take a contiguous copy."""
-    return x.stride(-1) == 1 and torch.empty_like(x).stride() == x.stride()
+    return _same_layout(x, torch.empty_like(x))
+
+
+def dense_with_output(x: Tensor) -> tuple[Tensor, Tensor]:
+    """(input, output) with the same strides, by ``keeps_strides``'s rule, allocating the output only once when x
+    already qualifies (the Triton path, where one set of strides serves both)."""
+    out = torch.empty_like(x)
+    if _same_layout(x, out):
+        return x, out
+    x = x.contiguous()
+    return x, torch.empty_like(x)
 
 
 def tables_fixed(tables: tuple[Tensor, ...]) -> bool:

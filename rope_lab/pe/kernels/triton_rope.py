@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from rope_lab.pe.kernels.autograd import dense_with_output
+
 try:  # Triton ships with CUDA builds of torch; CPU-only installs may lack it
     import triton
     import triton.language as tl
@@ -107,7 +109,7 @@ if triton is not None:
             if PER_HEAD:
                 cos, sin = _cos_sin(coords_ptr, g1_ptr, g2_ptr, g3_ptr, factor, sign, b, n, row_ok, p, p_ok,
                                     h * A * P, scb, scn, sca, P, A, ROWS, BLOCK_P)
-            off = b * sqb + h * sqh + n * sqn  # outputs have their input's strides (``_dense``)
+            off = b * sqb + h * sqh + n * sqn  # outputs have their input's strides (``dense_with_output``)
             _rotate_rows(q_ptr + off, oq_ptr + off, cos, sin, row_ok, p, P, D, INTERLEAVED, ROWS, BLOCK_P,
                          BLOCK_REST)
         for h in range(group, HK, GROUPS):
@@ -141,8 +143,8 @@ def choose_config(n_rows: int, heads: int, block_p: int, given: LaunchConfig = L
     an H100 (``scripts/tune_triton_rope.py``, benchmarks/triton_rope_tuning.md): 8 rows and 4 warps were within
     2 % of the best of 16 configurations on all six benchmark rows, where 32 rows lost 10 % on the smallest (3-D
     video, bf16) and 64 rows up to 50 %."""
-    rows = given.rows or (_ROWS_PER_PROGRAM if n_rows >= _ROWS_PER_PROGRAM * _TARGET_PROGRAMS else 4)
-    rows = given.rows or max(1, min(rows, _MAX_PAIRS_PER_TILE // block_p))  # very wide heads: keep tiles in registers
+    default_rows = _ROWS_PER_PROGRAM if n_rows >= _ROWS_PER_PROGRAM * _TARGET_PROGRAMS else 4
+    rows = given.rows or max(1, min(default_rows, _MAX_PAIRS_PER_TILE // block_p))  # wide heads: tiles in registers
     groups = given.groups or max(1, min(heads, _TARGET_PROGRAMS // max(1, -(-n_rows // rows))))
     return LaunchConfig(rows, groups, given.num_warps or 4)
 
@@ -150,17 +152,6 @@ def choose_config(n_rows: int, heads: int, block_p: int, given: LaunchConfig = L
 @functools.cache
 def available() -> bool:
     return triton is not None and torch.cuda.is_available()
-
-
-def _dense(x: Tensor) -> tuple[Tensor, Tensor]:
-    """(input, output) with the same strides (one set serves both in the kernel) and x's memory order kept where
-    it can be (unit last stride, dense: e.g. (B, N, H, D) memory viewed as (B, H, N, D)): attention's output then
-    needs no copy. Same rule as ``autograd.keeps_strides``, with one allocation instead of two."""
-    out = torch.empty_like(x)
-    if x.stride(-1) == 1 and out.stride() == x.stride():
-        return x, out
-    x = x.contiguous()
-    return x, torch.empty_like(x)
 
 
 def _launch(q: Tensor, k: Tensor, coords: Tensor, plan: tuple[Tensor, Tensor, Tensor], factor: Tensor,
@@ -174,7 +165,7 @@ def _launch(q: Tensor, k: Tensor, coords: Tensor, plan: tuple[Tensor, Tensor, Te
     if per_head and g1.shape[0] != heads_q or per_head and heads_k != heads_q:
         raise ValueError(f"a per-head frequency plan ({g1.shape[0]} heads) cannot rotate {heads_q} query and "
                          f"{heads_k} key heads; it needs n_heads == n_kv_heads == plan heads")
-    (q, oq), (k, ok) = _dense(q), _dense(k)
+    (q, oq), (k, ok) = dense_with_output(q), dense_with_output(k)  # attention's output then needs no copy
     n_rows = batch * length
     if n_rows == 0:
         return oq, ok
