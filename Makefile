@@ -3,7 +3,7 @@ PY ?= python3
 STAMP := .make/install.stamp
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install data train test test-full reproduce bench clean
+.PHONY: install data train test test-avx2 test-full reproduce bench clean
 
 install: $(STAMP)
 
@@ -19,6 +19,10 @@ train: install data
 
 test: install
 	$(PY) -m pytest -q
+
+# the suite as an AVX2-only CPU runs it (torch's kernels and ours capped), on any x86 machine
+test-avx2: install
+	ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -q
 
 test-full: install
 	$(PY) -m pytest -q -m "slow or not slow"

@@ -1,10 +1,12 @@
 """Evaluate a checkpoint without retraining, with any overrides of the run's own config:
 
     python eval.py ckpt_path=outputs/.../checkpoints/last.ckpt task.eval_lengths=[256,4096]
+    python eval.py ckpt_path=outputs/.../checkpoints/last.ckpt pe/scaling=yarn pe.scaling.factor=8
 
-The training run's config (``<run>/.hydra/config.yaml``) is the base; the command-line overrides (Hydra
-override grammar) change it. Results go to ``<run>/eval/<time>_<uid>/`` (results.json, metrics.csv, plots);
-the run itself is never touched.
+The training run's config (``<run>/run_config.yaml``, or ``<run>/.hydra/config.yaml`` for older runs) is the
+base; the command-line overrides (Hydra override grammar: ``key=value``, ``+new.key=value``, ``group=option``)
+change it. Results go to ``<run>/eval/<time>_<uid>/`` (results.json, metrics.csv, plots); the run itself is never
+touched. A mistake in the command prints ``error: ...`` and exits with status 2.
 """
 
 import os
@@ -12,17 +14,28 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP; see rope_lab/__init__.py
 import sys
 
+from rope_lab.cli import USAGE_ERROR, report_user_errors
 from rope_lab.evaluate import evaluate, parse_overrides
 
 os.environ.setdefault("WANDB_MODE", "offline")
 
+USAGE = "usage: python eval.py ckpt_path=<run>/checkpoints/last.ckpt [key=value | +new.key=value | group=option ...]"
+
 
 def main(argv: list[str]) -> dict:
-    values = parse_overrides(argv)
-    if "ckpt_path" not in values:
-        sys.exit("usage: python eval.py ckpt_path=<run>/checkpoints/last.ckpt [key=value ...]")
-    ckpt = values.pop("ckpt_path")
-    return evaluate(ckpt, values)
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE + "\n\n" + __doc__)
+        raise SystemExit(0)
+
+    def work() -> dict:
+        values = parse_overrides(argv)
+        if "ckpt_path" not in values:
+            print(USAGE, file=sys.stderr)
+            raise SystemExit(USAGE_ERROR)
+        ckpt = values.pop("ckpt_path")
+        return evaluate(str(ckpt), values)
+
+    return report_user_errors(work)
 
 
 if __name__ == "__main__":

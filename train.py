@@ -8,6 +8,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from rope_lab.cli import report_user_errors
 from rope_lab.run import register_resolvers, run
 
 register_resolvers()
@@ -16,7 +17,7 @@ os.environ.setdefault("WANDB_MODE", "offline")  # wandb never syncs unless the u
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float:
-    return run(cfg, HydraConfig.get().runtime.output_dir)
+    return report_user_errors(lambda: run(cfg, HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
-"""Lightning callbacks of rope_lab: metric-vs-condition plots and the finished-run record."""
+"""Lightning callbacks of rope_lab: metric-vs-condition plots, the divergence stop and the finished-run record."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 import lightning as L
+import torch
+
+from rope_lab.cli import RunFailed
 
 from rope_lab.analysis.plots import plot_curve
 
@@ -36,9 +40,25 @@ class MetricCurvePlot(L.Callback):
             plot_curve({title: pts}, self.out_dir / self.filename, self.xlabel, self.ylabel, logy=self.logy)
 
 
+class StopOnNonFiniteLoss(L.Callback):
+    """Stop at the first training loss that is NaN or infinite, before its backward pass, naming the step (as in
+    metrics.csv) and the learning rate: a diverged run must not train on to ``max_steps`` and write a finished
+    result. (One host sync per step, in a callback, never inside the model's forward.)"""
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        if bool(torch.isfinite(loss.detach()).all()):
+            return
+        lrs = [group["lr"] for opt in trainer.optimizers for group in opt.param_groups]
+        value = "NaN" if bool(torch.isnan(loss.detach()).any()) else "infinite"
+        raise RunFailed(f"train/loss is {value} at step {trainer.global_step} (optim.lr={lrs[0] if lrs else '?'}:"
+                        f" the run diverged; try a lower optim.lr, more optim.warmup_steps or optim.grad_clip)")
+
+
 def write_results(run_dir: Path, metrics: dict, extra: dict) -> Path:
     """The finished-run record: final metrics + what ran. Its presence marks the run dir as finished."""
     path = Path(run_dir) / "results.json"
     clean = {k: float(v) for k, v in metrics.items()}
-    path.write_text(json.dumps({"metrics": clean, **extra}, indent=2, sort_keys=True))
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"metrics": clean, **extra}, indent=2, sort_keys=True))
+    os.replace(tmp, path)  # whole or absent: a half-written record would mark a broken run as finished
     return path

@@ -6,10 +6,27 @@ import math
 from dataclasses import dataclass
 
 import torch
-from timm.optim import create_optimizer_v2
+from timm.optim import create_optimizer_v2, list_optimizers
 from torch import nn
 
 SCHEDULES = ("cosine", "constant", "linear")
+#: timm's prefix for a Lookahead wrapper around any optimizer (``lookahead_adamw``)
+LOOKAHEAD = "lookahead_"
+
+
+def optimizer_names() -> list[str]:
+    """Every optimizer name timm's ``create_optimizer_v2`` accepts (without the ``lookahead_`` prefix)."""
+    return list_optimizers()
+
+
+def check_optimizer_name(name: str) -> None:
+    """Refuse an optimizer timm does not know, naming it and the valid choices (one line)."""
+    base = name.lower()
+    base = base[len(LOOKAHEAD):] if base.startswith(LOOKAHEAD) else base
+    valid = optimizer_names()
+    if base not in valid:
+        raise ValueError(f"unknown optimizer optim.name='{name}'; choose one of {valid} "
+                         f"(optionally prefixed '{LOOKAHEAD}')")
 
 
 @dataclass
@@ -23,6 +40,11 @@ class OptimConfig:
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
 
+    def __post_init__(self) -> None:  # checked when the config is built (rope_lab.run.build), before training
+        check_optimizer_name(self.name)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule optim.schedule='{self.schedule}'; choose one of {list(SCHEDULES)}")
+
 
 def no_weight_decay_names(model: nn.Module) -> set[str]:
     """Parameters excluded from weight decay: 1-D (norms, biases), embeddings tables, and every PE parameter
@@ -35,13 +57,11 @@ def no_weight_decay_names(model: nn.Module) -> set[str]:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    if cfg.schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule '{cfg.schedule}'; choose one of {list(SCHEDULES)}")
     skip = no_weight_decay_names(model)
     decay = [p for n, p in model.named_parameters() if p.requires_grad and n not in skip]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and n in skip]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    kwargs = {"betas": tuple(cfg.betas)} if cfg.name in ("adamw", "adam", "lamb", "nadamw") else {}
+    kwargs = {"betas": tuple(cfg.betas)} if cfg.name.lower() in ("adamw", "adam", "lamb", "nadamw") else {}
     return create_optimizer_v2(groups, opt=cfg.name, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import pkgutil
 from typing import Any, Callable
 
@@ -63,10 +64,17 @@ class Registry:
 
 
 def typed_config(cls: type, cfg: Any, kind: str) -> Any:
-    """Merge a dict/DictConfig (without its ``name``) into ``cls.Config``; errors name the bad key."""
+    """Merge a dict/DictConfig into ``cls.Config``; errors name the bad key and value.
+
+    ``name`` selects the class; it is dropped unless ``cls.Config`` has a ``name`` field of its own (the optimizer
+    config does: its name is the timm optimizer). Every number must be finite (NaN or +-inf is refused unless the
+    dataclass field says ``metadata={"allow_nonfinite": True}``), and options named in the Config's class attribute
+    ``greater_than`` (``{"base": 1.0}``: base must be > 1) must exceed their bound.
+    """
     raw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
-    raw.pop("name", None)
     valid = [f.name for f in dataclasses.fields(cls.Config)]
+    if "name" not in valid:
+        raw.pop("name", None)
     unknown = sorted(set(raw) - set(valid))
     if unknown:
         raise ValueError(f"{kind} '{cls.name}' has no option(s) {unknown}; valid options: {valid}")
@@ -74,4 +82,43 @@ def typed_config(cls: type, cfg: Any, kind: str) -> Any:
         merged = OmegaConf.merge(OmegaConf.structured(cls.Config), raw)
     except OmegaConfBaseException as err:
         raise ValueError(f"bad value in {kind} '{cls.name}' config: {err}") from err
-    return OmegaConf.to_object(merged)
+    typed = OmegaConf.to_object(merged)
+    check_numbers(typed, f"{kind} '{cls.name}'")
+    return typed
+
+
+def _nonfinite(value: Any, path: str):
+    """(path, value) of the first NaN/inf float inside value (nested lists, dicts, dataclasses), else None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, value)
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            if (hit := _nonfinite(v, f"{path}[{i}]")) is not None:
+                return hit
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if (hit := _nonfinite(v, f"{path}.{k}")) is not None:
+                return hit
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            if f.metadata.get("allow_nonfinite"):
+                continue
+            if (hit := _nonfinite(getattr(value, f.name), f"{path}.{f.name}")) is not None:
+                return hit
+    return None
+
+
+def check_numbers(typed: Any, where: str) -> None:
+    """Refuse NaN/inf anywhere in a typed config (unless its field allows it) and values at or below the
+    Config's ``greater_than`` bounds; the message names the option and its value."""
+    for f in dataclasses.fields(typed):
+        if f.metadata.get("allow_nonfinite"):
+            continue
+        hit = _nonfinite(getattr(typed, f.name), f.name)
+        if hit is not None:
+            key, value = hit
+            raise ValueError(f"{where}: {key}={value} is not a finite number; give a finite value")
+    for key, bound in getattr(type(typed), "greater_than", {}).items():
+        value = getattr(typed, key, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not value > bound:
+            raise ValueError(f"{where}: {key} must be > {bound:g}, got {key}={value}")

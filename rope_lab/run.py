@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import secrets
 from pathlib import Path
 
@@ -14,7 +15,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from rope_lab.adapters import apply_adapter
 from rope_lab.backbones.registry import BACKBONE
-from rope_lab.callbacks import MetricCurvePlot, write_results
+from rope_lab import run_dir as run_dir_lib
+from rope_lab.callbacks import MetricCurvePlot, StopOnNonFiniteLoss, write_results
+from rope_lab.cli import RunFailed, UserError
+from rope_lab.loggers import TrimLogsOnResume
 from rope_lab.optim import OptimConfig
 from rope_lab.pe.registry import build_pe
 from rope_lab.registry import typed_config
@@ -57,7 +61,8 @@ def build(cfg: DictConfig, load_init: bool = True):
     task = TASK.build(cfg.task)
     spec = task.spec()
     pe = build_pe(cfg.pe)
-    pe.check_compatible(spec.num_axes, spec.causal, multimodal=bool(spec.extra.get("multimodal", False)))
+    pe.check_compatible(spec.num_axes, spec.causal, multimodal=bool(spec.extra.get("multimodal", False)),
+                        axes=spec.extra.get("axes"))
     backbone_cls, backbone_cfg = BACKBONE.config(cfg.backbone)
     allowed = getattr(task, "backbones", None)
     if allowed and backbone_cls.name not in allowed:
@@ -68,46 +73,85 @@ def build(cfg: DictConfig, load_init: bool = True):
     model = apply_adapter(model, cfg.get("adapter"))
     optim = typed_config(_OptimHolder, cfg.optim, "optim")
     total_steps = int(cfg.trainer.max_steps)
-    datamodule = task.datamodule(int(cfg.seed), total_steps)
+    # datasets are sized in micro-batches: max_steps optimizer steps x accumulate_grad_batches batches each
+    datamodule = task.datamodule(int(cfg.seed), total_steps * int(cfg.trainer.get("accumulate_grad_batches") or 1))
     module = task.module(model, optim, total_steps, datamodule)
     return task, module, datamodule, model
 
 
-def _check_run_dir(run_dir: Path, ckpt_path: str | None) -> None:
-    if (run_dir / "results.json").exists() and ckpt_path is None:
-        raise FileExistsError(
-            f"{run_dir} already holds a finished run (results.json). Nothing is overwritten: pass ckpt_path=last "
-            f"to continue it, or choose another hydra.run.dir."
-        )
+def _is_launcher_child() -> bool:
+    """A process started by a multi-process strategy (rank > 0): the run dir's bookkeeping is rank 0's."""
+    return any(int(os.environ.get(k, "0") or 0) > 0 for k in ("LOCAL_RANK", "NODE_RANK"))
+
+
+def _check_steps(cfg: DictConfig) -> None:
+    steps = cfg.trainer.get("max_steps")
+    if steps is None or int(steps) < 1:
+        raise UserError(f"trainer.max_steps={steps}: a run needs at least one optimizer step (datasets, the "
+                        f"schedule and the results are sized by it); choose an integer >= 1")
+
+
+def _check_finished_fit(trainer: L.Trainer) -> None:
+    """A run that took no step or saved no checkpoint has no result to record."""
+    if trainer.global_step == 0:
+        raise RunFailed(f"no optimizer step was taken (trainer.max_steps={trainer.max_steps}, "
+                        f"{trainer.num_training_batches} training batches); no results.json written")
+    cb = trainer.checkpoint_callback
+    if cb is not None and cb.save_last and not trainer.fast_dev_run and trainer.is_global_zero:
+        last = Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
+        if not last.is_file():
+            raise RunFailed(f"training ended but {last} was not written; no results.json written")
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> float:
-    """Train (and validate) one configuration; return the task's headline metric (NaN if it diverged)."""
+    """Train (and validate) one configuration in ``run_dir``; return the task's headline metric.
+
+    The run dir is locked while training; its config is recorded once (``run_config.yaml``) and a resume must
+    match it; ``results.json`` is written only after a fit that took steps and saved its last checkpoint."""
     run_dir = Path(run_dir)
-    _check_run_dir(run_dir, cfg.get("ckpt_path"))
+    held = None if _is_launcher_child() else run_dir_lib.lock(run_dir)
+    try:
+        return _run_locked(cfg, run_dir)
+    finally:
+        if held is not None:
+            held.release()
+
+
+def _run_locked(cfg: DictConfig, run_dir: Path) -> float:
+    run_dir_lib.check_not_finished(run_dir, cfg.get("ckpt_path"))
+    for path in run_dir_lib.remove_partial_saves(run_dir):
+        log.warning("removed %s, left by a checkpoint save that was killed midway", path)
+    ckpt_path = run_dir_lib.resolve_ckpt(run_dir, cfg.get("ckpt_path"))
+    _check_steps(cfg)
     L.seed_everything(int(cfg.seed), workers=True)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "highest"))
     task, module, datamodule, model = build(cfg)
+    if not _is_launcher_child():
+        run_dir_lib.record_config(run_dir, cfg)
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    callbacks += [StopOnNonFiniteLoss(), TrimLogsOnResume()]
     curve = getattr(task, "curve", None)
     if curve:
         callbacks.append(MetricCurvePlot(str(run_dir), **curve))
     for cb in callbacks:
         if isinstance(cb, L.pytorch.callbacks.ModelCheckpoint) and cb.monitor is None and cfg.get("monitor_task", True):
             cb.monitor, cb.mode = task.monitor, task.mode
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir))
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir),
+                                     plugins=[run_dir_lib.AtomicCheckpointIO()])
     hparams = {"config": OmegaConf.to_container(cfg, resolve=True), "pe_repr": repr(model.pe),
                "n_params": sum(p.numel() for p in model.parameters()),
                "n_trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     for lg in trainer.loggers:
         lg.log_hyperparams(hparams)
     log.info("positional encoding: %r", model.pe)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    _check_finished_fit(trainer)
     metrics = {k: v.item() for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     source = getattr(datamodule, "source", None)
     write_results(run_dir, metrics, {"task": task.name, "pe": model.pe.name, "data_source": source,
-                                     "global_step": trainer.global_step, "n_params": hparams["n_params"],
+                                     "pe_repr": hparams["pe_repr"], "global_step": trainer.global_step,
+                                     "n_params": hparams["n_params"],
                                      "n_trainable_params": hparams["n_trainable_params"]})
     for lg in trainer.loggers:
         lg.finalize("success")

@@ -1,12 +1,13 @@
 """Peak memory and time of one forward + backward of ``traj_transformer`` as the number of agents grows:
 DRoPE-RoPE (O(N) positional state) vs query-centric RPE (O(N^2) pair embeddings) -- the DRoPE paper's claim.
 
-    python scripts/bench_traj_memory.py [--agents 16 32 ... 1024] [--variants drope_rope rpe] [--out DIR]
+    python scripts/bench_traj_memory.py [--agents 16 32 ... 1024] [--variants drope_rope rpe] [--out DIR] [--write]
 
 On CUDA, peak memory is ``torch.cuda.max_memory_allocated``. On CPU every (variant, N) runs in a fresh child
 process and peak memory is the growth of its resident set (``ru_maxrss``) during the step, so numbers include
 allocator slack; the ratio between variants is what matters. Prints a table with rpe / drope_rope ratios and
-writes ``traj_memory.png`` and ``traj_memory.json``.
+writes ``traj_memory.png`` and ``traj_memory.json`` into a fresh git-ignored folder (``--write``: over the
+committed ones in experiments/drope).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -89,7 +91,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--depth", type=int, default=2)
     p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--out", type=Path, default=ROOT / "experiments" / "drope")
+    p.add_argument("--out", type=Path, default=None,
+                   help="default: a fresh experiments/drope/runs/reproduce_<time>_<uid>/ "
+                        "(experiments/drope with --write)")
+    p.add_argument("--write", action="store_true",
+                   help="overwrite the committed experiments/drope/traj_memory.{json,png}")
     p.add_argument("--child", nargs=2, metavar=("VARIANT", "AGENTS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -106,7 +112,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         line = f"{n:>7} " + " ".join(f"{by[v]['peak_mib']:>16.1f} {by[v]['seconds']:>12.3f}" for v in args.variants)
         line += "".join(f" {by[v]['peak_mib'] / max(by[ref]['peak_mib'], 1e-9):>18.1f}" for v in args.variants[1:])
         print(line)
+    sys.path.insert(0, str(ROOT))
+    from rope_lab.analysis.reproduce import WRITE_ENV, output_dir
+
+    if args.write:
+        os.environ[WRITE_ENV] = "1"
+    args.out = output_dir(args.out or ROOT / "experiments" / "drope")  # committed files only with --write
     args.out.mkdir(parents=True, exist_ok=True)
+    print(f"wrote {args.out / 'traj_memory.json'}")
     (args.out / "traj_memory.json").write_text(json.dumps({"device": args.device, "rows": rows}, indent=1))
     plot(rows, args.out / "traj_memory.png")
     return rows

@@ -44,3 +44,92 @@ def test_reproduce_lists_every_experiment_with_a_readme(capsys):
 def test_reproduce_unknown_name_lists_choices():
     with pytest.raises(SystemExit, match="unknown experiment 'nope'; choose one of"):
         _dispatcher().main(["nope"])
+
+
+DEMO = '''
+from pathlib import Path
+
+from rope_lab.analysis.reproduce import write_report
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv):
+    (HERE / "plot.png").write_bytes(b"new plot")
+    write_report(HERE, ["new table", (HERE / "expected.csv").read_text()])
+'''
+
+
+@pytest.fixture
+def demo(tmp_path, monkeypatch):
+    """A stand-in experiments/ tree with one study whose committed results must survive a default reproduction."""
+    import rope_lab.analysis.reproduce as helpers
+
+    experiments = tmp_path / "experiments"
+    study = experiments / "demo"
+    study.mkdir(parents=True)
+    (study / "reproduce.py").write_text(DEMO)
+    (study / "README.md").write_text("demo")
+    (study / "expected.csv").write_text("claim,paper\n")
+    (study / "results.md").write_text("committed table")
+    (study / "plot.png").write_bytes(b"committed plot")
+    dispatcher = _dispatcher()
+    monkeypatch.setattr(dispatcher, "EXPERIMENTS", experiments)
+    monkeypatch.setattr(helpers, "EXPERIMENTS", experiments)
+    monkeypatch.delenv(helpers.WRITE_ENV, raising=False)
+    return dispatcher, study
+
+
+def test_reproduce_writes_a_fresh_folder_by_default(demo):
+    dispatcher, study = demo
+    out = dispatcher.main(["demo"])
+    assert (study / "results.md").read_text() == "committed table"
+    assert (study / "plot.png").read_bytes() == b"committed plot"
+    assert out.parent == study / "runs" and out.name.startswith("reproduce_")
+    assert (out / "results.md").read_text() == "new table\nclaim,paper\n"
+    assert (out / "plot.png").read_bytes() == b"new plot"
+    assert not (out / "reproduce.py").exists()
+
+
+def test_reproduce_write_flag_updates_the_committed_results(demo):
+    import rope_lab.analysis.reproduce as helpers
+
+    dispatcher, study = demo
+    assert dispatcher.main(["demo", "--write"]) == study
+    assert (study / "results.md").read_text().startswith("new table")
+    assert (study / "plot.png").read_bytes() == b"new plot"
+    assert helpers.WRITE_ENV not in __import__("os").environ  # not leaked to later runs
+
+
+def test_write_report_never_overwrites_a_committed_folder_by_itself(demo):
+    from rope_lab.analysis.reproduce import write_report
+
+    _, study = demo
+    out = write_report(study, ["stray"])
+    assert out != study and (out / "results.md").read_text() == "stray"
+    assert (study / "results.md").read_text() == "committed table"
+
+
+def test_base_bound_script_does_not_overwrite_committed_table(tmp_path):
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))
+    from scripts.base_bound import main as base_bound
+
+    committed = root / "experiments" / "base_bound" / "table.md"
+    before = committed.read_bytes()
+    runs = root / "experiments" / "base_bound" / "runs"
+    existing = set(runs.glob("reproduce_*")) if runs.exists() else set()
+    try:
+        base_bound(["--max-length", "1024", "--out", str(committed)])
+        assert committed.read_bytes() == before
+        (fresh,) = set(runs.glob("reproduce_*")) - existing
+        assert (fresh / "table.md").read_text().startswith("RoPE base lower bound")
+        base_bound(["--max-length", "1024", "--out", str(tmp_path / "t.md")])  # any other path: written as asked
+        assert (tmp_path / "t.md").exists()
+    finally:
+        import shutil
+
+        for d in set(runs.glob("reproduce_*")) - existing if runs.exists() else []:
+            shutil.rmtree(d)

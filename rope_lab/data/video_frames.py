@@ -1,7 +1,7 @@
 """Real video frames for the V-NIAH haystacks (shared/reference/data.md section 5).
 
-Sources, in order: a folder of frames the user gave (``task.frames_path``: every .png/.jpg/.pgm/.bmp file,
-sorted by name, as one sequence per sub-folder or one for the folder itself); then Debian's
+Sources: a folder of frames the user gave (``task.frames_path``: every .png/.jpg/.pgm/.bmp file, sorted by name,
+as one sequence per sub-folder or one for the folder itself; a missing or empty folder is an error); else Debian's
 ``visp-images-data`` 3.5.0 (real grayscale camera sequences from Inria's ViSP tracking tests, GPL-2; PGM frames
 read by Pillow with no codec). Frames are converted to grayscale, resized to ``size`` x ``size`` and cached
 as one ``.npz`` per (source, size).
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rope_lab.data.fetch import DEFAULT_DATA_DIR, Source, debian_package, resolve
+from rope_lab.data.fetch import DEFAULT_DATA_DIR, Source, debian_package, resolve, user_path_source
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def read_frames(folder: Path, size: int) -> np.ndarray:
     """Every image file directly in ``folder`` (sorted by name) -> (F, size, size) uint8 grayscale."""
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ValueError(f"no frames ({'/'.join(IMAGE_SUFFIXES)}) in {folder}")
+        raise ValueError(f"no frames ({'/'.join(IMAGE_SUFFIXES)}) in {str(folder)!r}")
     frames = [np.asarray(Image.open(f).convert("L").resize((size, size), Image.BILINEAR)) for f in files]
     return np.stack(frames)
 
@@ -95,15 +95,15 @@ def load_haystack_frames(size: int, data_dir: str | Path | None = None, frames_p
     """({"train": (F, s, s) uint8, "eval": (F', s, s) uint8}, source name)."""
     if size < 4:
         raise ValueError(f"frame size must be >= 4 pixels, got {size}")
-    sources = []
-    if frames_path:
+    if frames_path:  # the user's frames or an error naming the folder; never a silent fallback to ViSP
         cache_name = f"user_{_folder_key(frames_path)}_{size}"
 
         def user(cache: Path) -> Path:
             return _cached(cache, cache_name, lambda: folder_sequences(frames_path, size))
 
-        sources.append(Source(f"user frames {frames_path}", user))
-    sources.append(Source("debian:visp-images-data", lambda cache: visp_sequences(cache, size)))
+        sources = [user_path_source("task.frames_path", frames_path, user)]
+    else:
+        sources = [Source("debian:visp-images-data", lambda cache: visp_sequences(cache, size))]
     path, name = resolve("video_frames", sources, data_dir or DEFAULT_DATA_DIR)
     with np.load(path) as data:
         seqs = {k: data[k] for k in ("train", "eval")}

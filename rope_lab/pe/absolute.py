@@ -79,6 +79,8 @@ class AbsolutePE(PositionalEncoding):
         init_std: float = 0.02
         base: float = 10000.0  # sinusoidal only
 
+        greater_than = {"base": 1.0}  # checked at build (rope_lab.registry.check_numbers)
+
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         if cfg.kind not in APE_KINDS:

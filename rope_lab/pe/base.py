@@ -16,6 +16,19 @@ from torch import Tensor, nn
 
 # Modality codes carried in ``Positions.modality``.
 TEXT, IMAGE, VIDEO = 0, 1, 2
+#: What a task's coordinate axes can mean (a task lists its axes in ``TaskSpec.extra["axes"]``; a variant that
+#: gives axes a meaning lists the ones it reads in ``PositionalEncoding.axes``).
+AXIS_NAMES = {
+    "token": "index in a 1-D sequence (text tokens, frames or strips in order)",
+    "unit": "index of the higher-level unit a token belongs to (HiRoPE: function/class, segment)",
+    "index": "flattened index of an interleaved text/vision sequence (rope_lab.pe.multimodal)",
+    "t": "time / frame index",
+    "row": "image patch row",
+    "col": "image patch column",
+    "x": "metric x (metres)",
+    "y": "metric y (metres)",
+    "heading": "heading angle (radians)",
+}
 NO_POSITION = -1  # prefix tokens (CLS, registers): never rotated, never given an absolute embedding
 
 
@@ -129,6 +142,11 @@ class PositionalEncoding(nn.Module):
     is_rotary: bool = False
     #: reads interleaved text/vision positions (4 axes: flattened index n, then t, h, w; rope_lab.pe.multimodal)
     multimodal: bool = False
+    #: what each coordinate axis must mean, in order, for a variant that gives axes a meaning (DRoPE's heading is an
+    #: angle, rope_2d's x and y are metres, HiRoPE's second level is a unit index): the task's axes (its spec's
+    #: ``extra["axes"]``, names from AXIS_NAMES) must be the first k of these, min_axes <= k <= max_axes.
+    #: None: every axis is a generic coordinate and only the count is checked.
+    axes: tuple[str, ...] | None = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -140,22 +158,36 @@ class PositionalEncoding(nn.Module):
         self.geometry = geometry
         return self
 
-    def check_compatible(self, num_axes: int, causal: bool, multimodal: bool = False) -> None:
-        """Refuse combinations that cannot work (e.g. a 2-D variant on 3-D video positions)."""
-        if multimodal and not self.multimodal:
-            from rope_lab.pe.registry import PE
+    def check_compatible(self, num_axes: int, causal: bool, multimodal: bool = False,
+                         axes: tuple[str, ...] | None = None) -> None:
+        """Refuse combinations that cannot work (a 2-D variant on 3-D video positions, a heading variant on token
+        indices); the one-line message lists the registered variants that fit the task. ``axes``: what the task's
+        coordinate axes mean (None: unknown, only their count is checked)."""
+        reason = self.incompatibility(num_axes, causal, multimodal, axes)
+        if reason is not None:
+            from rope_lab.pe.registry import compatible_pes
 
-            ok = [n for n in PE.names() if getattr(PE.get(n), "multimodal", False)]
-            raise ValueError(f"pe={self.name} cannot encode this task's interleaved text/video positions "
-                             f"(flattened index + 3-D t, h, w); compatible variants: {ok}")
+            ok = compatible_pes(num_axes, causal, multimodal, axes)
+            raise ValueError(f"{reason}; compatible variants: {ok}")
+
+    def incompatibility(self, num_axes: int, causal: bool, multimodal: bool = False,
+                        axes: tuple[str, ...] | None = None) -> str | None:
+        """Why this variant cannot encode the task's positions (None: it can); see :meth:`check_compatible`."""
+        if multimodal and not self.multimodal:
+            return (f"pe={self.name} cannot encode this task's interleaved text/video positions "
+                    f"(flattened index + 3-D t, h, w)")
         # a multimodal layout is a fixed 4-axis convention: the flag above is its whole check
         if not multimodal and (num_axes < self.min_axes or (self.max_axes is not None and num_axes > self.max_axes)):
             want = f"{self.min_axes}..{self.max_axes}" if self.max_axes else f">= {self.min_axes}"
-            raise ValueError(
-                f"pe={self.name} encodes {want} position axes, but the task builds {num_axes}-axis positions."
-            )
+            described = f" {tuple(self.axes[:self.max_axes or len(self.axes)])}" if self.axes else ""
+            return (f"pe={self.name} encodes {want} position axes{described}, but the task builds "
+                    f"{num_axes}-axis positions")
+        if not multimodal and self.axes is not None and axes is not None and tuple(axes) != self.axes[:len(axes)]:
+            return (f"pe={self.name} reads position axes as {self.axes[:max(len(axes), self.min_axes)]}, but the "
+                    f"task's axes are {tuple(axes)}")
         if self.causal_only and not causal:
-            raise ValueError(f"pe={self.name} only works with causal attention.")
+            return f"pe={self.name} only works with causal attention"
+        return None
 
     # -- every forward ----------------------------------------------------------------------------
     def position_map(self, positions: Positions, cache: KVCache | None = None) -> Tensor:

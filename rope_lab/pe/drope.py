@@ -39,6 +39,8 @@ from rope_lab.pe.registry import register_pe
 from rope_lab.pe.rotary import Rotary, RotaryConfig
 
 DROPE_SPLITS = ("head_wise", "within_head")
+#: the agent coordinates these variants read (checked against the task's axes at build time)
+AGENT_AXES = ("x", "y", "heading")
 
 
 def metric_axis_freq(pairs: int, base: float, unit: float) -> Tensor:
@@ -88,7 +90,8 @@ class DRoPE(_MetricRotary):
     """Heading-only DRoPE: every pair rotates by phi (identity frequency). Reads coordinate ``heading_axis``."""
 
     Config = DRoPEConfig
-    min_axes, max_axes = 1, 3
+    min_axes, max_axes = 3, 3
+    axes = AGENT_AXES  # reads the heading; (x, y) are required too so that token indices are never taken for it
 
     def base_inv_freq(self) -> Tensor:
         return torch.ones(self.n_pairs)
@@ -107,6 +110,7 @@ class Rope2D(_MetricRotary):
 
     Config = Rope2DConfig
     min_axes, max_axes = 2, 3
+    axes = AGENT_AXES  # (x, y) in metres; a heading, if present, is ignored
 
     def base_inv_freq(self) -> Tensor:
         if self.n_pairs % 2:
@@ -129,6 +133,7 @@ class DRoPERoPE(_MetricRotary):
 
     Config = DRoPERoPEConfig
     min_axes, max_axes = 3, 3
+    axes = AGENT_AXES
 
     def __init__(self, cfg: DRoPERoPEConfig) -> None:
         super().__init__(cfg)

@@ -50,6 +50,7 @@ class HiRoPE(Rotary):
 
     Config = HiRoPEConfig
     max_axes = 2
+    axes = ("token", "unit")  # token indices, optionally with the unit index the task builds
 
     def __init__(self, cfg: HiRoPEConfig) -> None:
         if not 0.0 <= cfg.split <= 1.0:

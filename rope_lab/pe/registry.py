@@ -28,3 +28,18 @@ def available_pes() -> list[str]:
 
 def available_scalings() -> list[str]:
     return SCALING.names()
+
+
+def compatible_pes(num_axes: int, causal: bool, multimodal: bool = False,
+                   axes: tuple[str, ...] | None = None) -> list[str]:
+    """Registered variants that, in their default configuration, can encode a task's positions (its number of
+    axes, what they mean, causality, multimodal layout); what a refused ``check_compatible`` suggests instead."""
+    ok = []
+    for name in PE.names():
+        try:
+            pe = PE.build({"name": name})
+        except Exception:  # noqa: BLE001 -- a variant whose defaults need a file or option is judged by its class
+            pe = PE.get(name).__new__(PE.get(name))
+        if pe.incompatibility(num_axes, causal, multimodal, axes) is None:
+            ok.append(name)
+    return ok

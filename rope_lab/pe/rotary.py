@@ -53,6 +53,9 @@ class RotaryConfig:
     psc: bool = False  # phase shift calibration (rope_lab/pe/psc.py) on q/k before the rotation
     kernel: str = "auto"  # auto | eager | compiled | triton (rope_lab/pe/kernels); same results to fp32 rounding
 
+    #: bounds checked when the config is built (rope_lab.registry.check_numbers): base^(-2j/d) needs base > 1
+    greater_than = {"base": 1.0}
+
 
 class Rotary(PositionalEncoding):
     """Base class of all rotary variants. Subclasses override ``position_map`` and/or ``frequency_plan``.

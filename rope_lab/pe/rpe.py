@@ -43,6 +43,7 @@ class QueryCentricRPE(PositionalEncoding):
     """Pairwise (distance, direction, relative heading) embeddings added to keys and values (overrides attend)."""
 
     min_axes, max_axes = 3, 3
+    axes = ("x", "y", "heading")  # metres and radians in each query's frame
 
     @dataclass
     class Config:

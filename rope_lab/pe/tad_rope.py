@@ -11,16 +11,25 @@ reference), so this is 1-D RoPE on that id.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rope_lab.pe.multimodal import MultimodalRotary
 from rope_lab.pe.registry import register_pe
 from rope_lab.pe.rotary import RotaryConfig
+
+
+@dataclass
+class TADRoPEConfig(RotaryConfig):
+    #: the host video LLM's base: Qwen2-VL's rope_theta=1e6, the host VideoRoPE compares TAD-RoPE in
+    #: (shared/reference/vision_video_variants.md sections 3, 4)
+    base: float = 1000000.0
 
 
 @register_pe("tad_rope")
 class TADRoPE(MultimodalRotary):
     """Flattened index + time index (text: running index; a frame: s + frame number)."""
 
-    Config = RotaryConfig
+    Config = TADRoPEConfig
     n_rows = 1
 
     def setup(self, geometry):

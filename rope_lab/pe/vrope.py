@@ -14,6 +14,8 @@ Reference implementation: johncaged/VRoPE ``vrope.py`` (class ``VRoPE``, ``gener
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from rope_lab.pe.multimodal import MultimodalRotary
@@ -21,11 +23,18 @@ from rope_lab.pe.registry import register_pe
 from rope_lab.pe.rotary import RotaryConfig
 
 
+@dataclass
+class VRoPEConfig(RotaryConfig):
+    #: the host video LLM's base: Qwen2-VL's rope_theta=1e6, the host VideoRoPE compares VRoPE in
+    #: (shared/reference/vision_video_variants.md sections 3, 4)
+    base: float = 1000000.0
+
+
 @register_pe("vrope")
 class VRoPE(MultimodalRotary):
     """VRoPE: 4 symmetric diagonal rows, pair j reads row j % 4."""
 
-    Config = RotaryConfig
+    Config = VRoPEConfig
     n_rows = 4
 
     def setup(self, geometry):

@@ -14,11 +14,13 @@ import torch
 from rope_lab.pe import kernels
 from rope_lab.pe.kernels import cpu_rope, eager
 
-pytestmark = pytest.mark.skipif(not cpu_rope.isas(), reason="needs an x86 CPU with AVX2 and a C++ compiler")
+pytestmark = pytest.mark.skipif(not cpu_rope.isas() or cpu_rope.extension() is None,
+                                reason="needs an x86 CPU with AVX2 (not capped off) and a C++ compiler")
 
 CASES = [(isa, dtype, layout) for isa in cpu_rope.isas() for dtype in (torch.float32, torch.bfloat16)
-         for layout in ("interleaved", "half")
-         if cpu_rope.extension().supports(isa, dtype == torch.bfloat16, layout == "interleaved")]
+         for layout in ("interleaved", "half") if (dtype, layout) in cpu_rope.COVERAGE[isa]]
+#: the (dtype, layout) cases of the best allowed instruction set: bf16 interleaved at least (AVX2)
+BEST = sorted({(d, lay) for isa, d, lay in CASES if isa == cpu_rope.isas()[0]}, key=str) if CASES else []
 
 
 THP_MODE = "/sys/kernel/mm/transparent_hugepage/enabled"
@@ -34,13 +36,19 @@ def _tables(batch, heads, length, pairs, seed=0):
     return ang.cos() * 1.3, ang.sin() * 1.3  # an attention factor folded in, as Rotary does
 
 
-def test_avx2_is_always_there_and_avx512_when_the_cpu_has_it():
-    import re
+def test_isas_read_from_the_cpu_flags_agree_with_the_compiled_code():
+    """/proc/cpuinfo (read before anything is built) against the compiler's __builtin_cpu_supports."""
+    assert list(cpu_rope._detected_isas()) == list(cpu_rope.extension().isas())
+    assert "avx2" in cpu_rope._detected_isas()
 
-    flags = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
-    assert "avx2" in cpu_rope.isas()
-    has_bf16 = all(re.search(rf"\b{f}\b", flags) for f in ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_bf16"))
-    assert ("avx512" in cpu_rope.isas()) == has_bf16
+
+def test_coverage_table_agrees_with_the_compiled_code():
+    ext = cpu_rope.extension()
+    for isa in ext.isas():
+        for dtype in (torch.float32, torch.bfloat16):
+            for layout in ("half", "interleaved"):
+                want = ext.supports(isa, dtype == torch.bfloat16, layout == "interleaved")
+                assert ((dtype, layout) in cpu_rope.COVERAGE[isa]) == want, (isa, dtype, layout)
 
 
 @pytest.mark.parametrize(("isa", "dtype", "layout"), CASES)
@@ -86,16 +94,16 @@ def test_non_finite_values_match_eager(isa, dtype, layout):
     assert torch.equal(_bits(got.nan_to_num(0.0)), _bits(want.nan_to_num(0.0)))
 
 
-def test_tables_with_different_strides_are_accepted():
-    x = torch.randn(2, 2, 3, 16)
+@pytest.mark.parametrize(("dtype", "layout"), BEST, ids=str)
+def test_tables_with_different_strides_are_accepted(dtype, layout):
+    x = torch.randn(2, 2, 3, 16).to(dtype)
     cos, sin = _tables(1, 1, 3, 8)
     cos, sin = cos.expand(2, 2, 3, 8), sin.expand(2, 2, 3, 8).contiguous()  # as after the backward's sin.neg()
-    got = cpu_rope.rotate(x, cos, sin, "interleaved")
-    assert torch.equal(_bits(got), _bits(eager.rotate(x, cos, sin, "interleaved")))
+    got = cpu_rope.rotate(x, cos, sin, layout)
+    assert torch.equal(_bits(got), _bits(eager.rotate(x, cos, sin, layout)))
 
 
-@pytest.mark.parametrize(("dtype", "layout"), sorted({(d, lay) for isa, d, lay in CASES if isa == cpu_rope.isas()[0]},
-                                                      key=str))
+@pytest.mark.parametrize(("dtype", "layout"), BEST, ids=str)
 def test_compiled_backend_uses_it_and_gradients_match_eager(dtype, layout):
     g = torch.Generator().manual_seed(2)
     q = torch.randn(2, 33, 4, 32, generator=g).to(dtype).transpose(1, 2).requires_grad_()
@@ -115,8 +123,7 @@ def test_compiled_backend_uses_it_and_gradients_match_eager(dtype, layout):
     assert torch.equal(_bits(outs["compiled"][1]), _bits(outs["eager"][1]))
 
 
-@pytest.mark.parametrize(("dtype", "layout"), sorted({(d, lay) for isa, d, lay in CASES if isa == cpu_rope.isas()[0]},
-                                                      key=str))
+@pytest.mark.parametrize(("dtype", "layout"), BEST, ids=str)
 @pytest.mark.parametrize(("batch", "heads_q", "heads_k", "length", "dim", "table_shape", "token_major"), [
     (2, 8, 2, 40, 64, (1, 1, 40, 32), False),     # grouped keys: a unit's heads span q's last and k's first ones
     (3, 5, 5, 30, 48, (3, 1, 30, 20), False),     # per-batch tables (3-D positions), partial rotary
@@ -149,16 +156,17 @@ def test_q_and_k_with_shared_tables_are_rotated_in_one_pass(monkeypatch, dtype, 
     assert torch.equal(_bits(k.grad), _bits(eager.rotate(wk, cos, -sin, layout)))
 
 
-def test_q_and_k_with_their_own_tables_or_shapes_are_rotated_apart():
-    q, k = torch.randn(1, 2, 6, 16), torch.randn(1, 2, 7, 16)  # a longer key (a KV cache): other tables
+@pytest.mark.parametrize(("dtype", "layout"), BEST, ids=str)
+def test_q_and_k_with_their_own_tables_or_shapes_are_rotated_apart(dtype, layout):
+    q, k = torch.randn(1, 2, 6, 16).to(dtype), torch.randn(1, 2, 7, 16).to(dtype)  # a longer key (a KV cache)
     cq, sq = _tables(1, 1, 6, 8)
     ck, sk = _tables(1, 1, 7, 8)
-    rq, rk = kernels.rotate_qk_tables(q, k, cq, sq, ck, sk, "half", "compiled")
-    assert torch.equal(_bits(rq), _bits(eager.rotate(q, cq, sq, "half")))
-    assert torch.equal(_bits(rk), _bits(eager.rotate(k, ck, sk, "half")))
+    rq, rk = kernels.rotate_qk_tables(q, k, cq, sq, ck, sk, layout, "compiled")
+    assert torch.equal(_bits(rq), _bits(eager.rotate(q, cq, sq, layout)))
+    assert torch.equal(_bits(rk), _bits(eager.rotate(k, ck, sk, layout)))
     ext = cpu_rope.extension()
     with pytest.raises(RuntimeError, match="same batch, length"):
-        ext.rotate_all([q, k], cq, sq, False, cpu_rope.best_isa(q.dtype, "half"))
+        ext.rotate_all([q, k], cq, sq, layout == "interleaved", cpu_rope.best_isa(q.dtype, layout))
 
 
 def test_not_used_for_learnable_tables_or_other_dtypes_and_half_pairs_only_with_avx512():

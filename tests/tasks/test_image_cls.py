@@ -99,9 +99,27 @@ def test_imagenet_without_data_names_both_sources(tmp_path, monkeypatch):
         raise ConnectionError("no network")
 
     monkeypatch.setattr(sources, "_hf_load", offline)  # this machine has no hub access; never try the network
-    cfg = ImageClsConfig(dataset="imagenet-1k", data_path=str(tmp_path), data_dir=str(tmp_path))
+    cfg = ImageClsConfig(dataset="imagenet-1k", data_path=None, data_dir=str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"no ImageFolder tree.*ILSVRC/imagenet-1k.*no network"):
         ImageClsDataModule(cfg).setup()
+
+
+def test_a_user_data_path_that_does_not_work_is_an_error_not_a_fallback(tmp_path, monkeypatch):
+    """An ImageNet data_path without train/ used to fall back to the HF hub; an unread data_path was ignored."""
+    from rope_lab.tasks.image_cls import sources
+
+    def must_not_be_called(*args, **kwargs):
+        raise AssertionError("fell back to the HF hub")
+
+    monkeypatch.setattr(sources, "_hf_load", must_not_be_called)
+    cfg = ImageClsConfig(dataset="imagenet-1k", data_path=str(tmp_path), data_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=rf"task.data_path={tmp_path} has no train/ folder"):
+        ImageClsDataModule(cfg).setup()
+    with pytest.raises(ValueError, match=r"task.data_path=.* is not read by task.dataset=hf"):
+        ImageClsDataModule(ImageClsConfig(dataset="hf", hf_name="x", data_path=str(tmp_path)))
+    with pytest.raises(ValueError, match=rf"task.data_path='{tmp_path}' does not work: .*lacks the four Fashion-MNIST"):
+        ImageClsDataModule(ImageClsConfig(dataset="fashion_mnist", data_path=str(tmp_path),
+                                          data_dir=str(tmp_path))).setup()
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:

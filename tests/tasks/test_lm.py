@@ -74,8 +74,10 @@ def test_files_and_hf_text_corpora(tmp_path):
 def test_bad_corpus_settings_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown corpus 'wiki'; choose one of"):
         load_corpus("wiki", str(tmp_path))
-    with pytest.raises(ValueError, match="needs task.data_path to be a directory"):
+    with pytest.raises(FileNotFoundError, match="task.data_path=.*missing' does not exist"):
         load_corpus("files", str(tmp_path), data_path=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="needs task.data_path to be a directory"):
+        load_corpus("files", str(tmp_path))
     with pytest.raises(ValueError, match="needs task.hf_dataset"):
         load_corpus("hf", str(tmp_path))
 

@@ -7,9 +7,18 @@ call per thread (``populate`` in the source).
 
 ``cpu_rope.cpp`` has two instruction sets, picked at run time: ``avx512`` (AVX-512 with BF16: Sapphire Rapids,
 Zen 4, ...) covers fp32 and bf16, both pair layouts; ``avx2`` covers bf16 interleaved pairs (other cases stay on
-inductor). Results are bit-identical to the eager oracle. Built on
-first use with torch's C++ extension loader (~20 s, cached in ``~/.cache/torch_extensions``); where it cannot be
-built (no compiler, not x86) or the CPU has neither instruction set, the backend stays on TorchInductor.
+inductor). Results are bit-identical to the eager oracle.
+
+Which instruction sets apply is decided here, from the CPU's flags, before anything is compiled: the extension is
+built only when a call it covers comes (fp32 on an AVX2-only CPU never builds it). The build (tens of seconds to a
+few minutes, once) prints one line, runs under a file lock (concurrent processes wait for one build; a killed
+build leaves no stale lock) and lives in a directory keyed by the source's content, the flags and the torch and
+Python versions, with its own copy of the source, so two checkouts share one build instead of rebuilding each
+other's. Where it cannot be built (no compiler, not x86) the backend stays on TorchInductor.
+
+The instruction sets can be capped, e.g. to run an AVX-512 machine as an AVX2-only one: ``ATEN_CPU_CAPABILITY=avx2``
+(torch's own setting, which caps torch's kernels too) or ``ROPE_LAB_CPU_ISA=avx2`` (this kernel only; ``none``
+turns it off).
 """
 
 from __future__ import annotations
@@ -17,7 +26,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import os
 import platform
+import re
+import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -29,6 +42,94 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("cpu_rope.cpp")
 #: -fopenmp: at::parallel_for's OpenMP region is compiled into the extension; without it the rows run on one thread
 FLAGS = ("-O3", "-mavx2", "-ffp-contract=off", "-fopenmp")
+#: instruction sets of the kernel, best first, with the CPU flags each needs (as /proc/cpuinfo spells them)
+ISA_FLAGS = {"avx512": ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_bf16"), "avx2": ("avx2",)}
+#: (isa) -> the (dtype, layout) cases its code covers; mirrors ``run_fn`` in the source (a test checks both agree)
+COVERAGE = {
+    "avx512": {(dt, lay) for dt in (torch.float32, torch.bfloat16) for lay in ("half", "interleaved")},
+    "avx2": {(torch.bfloat16, "interleaved")},
+}
+ISA_ENV = "ROPE_LAB_CPU_ISA"
+#: torch's capability names (``get_cpu_capability``, capped by ``ATEN_CPU_CAPABILITY``) -> the best isa they allow
+_TORCH_CAP = {"AVX512": "avx512", "AVX2": "avx2"}
+
+
+def _cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (Linux), or None where they cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    line = re.search(r"^flags\s*:(.*)$", text, re.MULTILINE)
+    return set(line.group(1).split()) if line else None
+
+
+def isa_cap() -> str | None:
+    """The best instruction set allowed: the lower of ``ROPE_LAB_CPU_ISA`` and torch's capability (None: off)."""
+    order = list(ISA_FLAGS)  # best first
+    allowed = _TORCH_CAP.get(torch.backends.cpu.get_cpu_capability())
+    wanted = os.environ.get(ISA_ENV, "").strip().lower()
+    if wanted and wanted not in (*order, "none"):
+        raise ValueError(f"{ISA_ENV}={wanted!r} is not an instruction set of the CPU kernel; choose one of "
+                         f"{[*order, 'none']}")
+    if wanted == "none" or allowed is None:
+        return None
+    return max(allowed, wanted or allowed, key=order.index)
+
+
+@functools.cache
+def _detected_isas() -> tuple[str, ...]:
+    """The kernel's instruction sets that this CPU has, best first, without building anything."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return ()
+    flags = _cpu_flags()
+    if flags is None:  # no /proc/cpuinfo (not Linux): ask the compiled code
+        ext = extension()
+        return tuple(ext.isas()) if ext is not None else ()
+    return tuple(isa for isa, need in ISA_FLAGS.items() if all(f in flags for f in need))
+
+
+def isas() -> list[str]:
+    """The instruction sets the kernel may use here, best first: the CPU's, capped by :func:`isa_cap`."""
+    cap = isa_cap()
+    if cap is None:
+        return []
+    order = list(ISA_FLAGS)
+    return [isa for isa in _detected_isas() if order.index(isa) >= order.index(cap)]
+
+
+def best_isa(dtype: torch.dtype, layout: str) -> str | None:
+    """The best allowed instruction set whose code covers ``dtype`` with ``layout`` pairs, or None."""
+    return next((isa for isa in isas() if (dtype, layout) in COVERAGE[isa]), None)
+
+
+def build_dir() -> Path:
+    """Where the extension is built: keyed by the source, flags, torch and Python, so checkouts share it."""
+    key = b"|".join([SOURCE.read_bytes(), " ".join(FLAGS).encode(), torch.__version__.encode(),
+                     sys.version.split()[0].encode()])
+    from torch.utils.cpp_extension import get_default_build_root
+
+    return Path(get_default_build_root()) / f"rope_lab_cpu_rope_{hashlib.sha256(key).hexdigest()[:12]}"
+
+
+def _load_locked(where: Path):
+    """Build (once) and import the extension in ``where``, holding a lock that dies with its process."""
+    from filelock import FileLock
+    from torch.utils.cpp_extension import load
+
+    where.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(where) + ".lock"):
+        # torch's own lock file outlives a killed build and would make every later process wait forever;
+        # under our lock no other rope_lab process is building, so a leftover one is stale
+        (where / "lock").unlink(missing_ok=True)
+        source = where / SOURCE.name
+        if not source.exists() or source.read_bytes() != SOURCE.read_bytes():
+            shutil.copyfile(SOURCE, source)
+        if not any(where.glob("*.so")) and not any(where.glob("*.pyd")):
+            print(f"rope_lab: compiling the CPU rotary kernel (once; 20 s to a few minutes) in {where}",
+                  file=sys.stderr, flush=True)
+        return load(where.name, [str(source)], extra_cflags=list(FLAGS), extra_ldflags=["-fopenmp"],
+                    build_directory=str(where))
 
 
 @functools.cache
@@ -38,38 +139,19 @@ def extension():
 
     if platform.machine().lower() not in ("x86_64", "amd64") or not compile_available("cpu"):
         return None
-    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
-        return None
-    from torch.utils.cpp_extension import load
-
-    # named by content: torch's build cache is keyed by name, and ninja would reuse another checkout's build
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:12]
     try:
-        return load(f"rope_lab_cpu_rope_{digest}", [str(SOURCE)], extra_cflags=list(FLAGS),
-                    extra_ldflags=["-fopenmp"])
-    except (OSError, RuntimeError) as err:  # a broken toolchain: keep working on the inductor path
+        return _load_locked(build_dir())
+    except (OSError, RuntimeError, ImportError) as err:  # a broken toolchain: keep working on the inductor path
         log.warning("could not build %s (%s); the compiled backend uses TorchInductor for it", SOURCE.name, err)
         return None
 
 
-def isas() -> list[str]:
-    """The instruction sets the kernel can use on this CPU, best first (empty without the extension)."""
-    ext = extension()
-    return list(ext.isas()) if ext is not None else []
-
-
-def best_isa(dtype: torch.dtype, layout: str) -> str | None:
-    """The best instruction set that covers ``dtype`` (fp32 | bf16) with ``layout`` pairs, or None."""
-    if dtype not in (torch.float32, torch.bfloat16):
-        return None
-    bf16, interleaved = dtype == torch.bfloat16, layout == "interleaved"
-    return next((isa for isa in isas() if extension().supports(isa, bf16, interleaved)), None)
-
-
 def applies(q: Tensor, k: Tensor, tables: tuple[Tensor, ...], layout: str) -> bool:
-    """q and k on CPU of a dtype/layout this CPU's kernel covers, fixed-frequency tables, not inside a compile."""
+    """q and k on CPU of a dtype/layout this CPU's kernel covers, fixed-frequency tables, not inside a compile;
+    only then is the extension built (on the first such call)."""
     return (q.device.type == k.device.type == "cpu" and q.dtype == k.dtype and tables_fixed(tables)
-            and not torch.compiler.is_compiling() and best_isa(q.dtype, layout) is not None)
+            and not torch.compiler.is_compiling() and best_isa(q.dtype, layout) is not None
+            and extension() is not None)
 
 
 def _tables(cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
@@ -88,6 +170,9 @@ def _dense(x: Tensor) -> Tensor:
 def _rotate_dense(xs: list[Tensor], cos: Tensor, sin: Tensor, layout: str, isa: str | None = None) -> list[Tensor]:
     """Rotate dense tensors (B, H_i, N, D) by the same tables in one pass (``rotate_all`` in the source)."""
     isa = isa or best_isa(xs[0].dtype, layout)
+    if isa is None:
+        raise ValueError(f"no allowed instruction set of this CPU covers {xs[0].dtype} {layout} pairs "
+                         f"(allowed: {isas()}); check cpu_rope.applies first")
     return extension().rotate_all(xs, *_tables(cos, sin), layout == "interleaved", isa)
 
 

@@ -14,6 +14,16 @@ def check_positive(name: str, scaling: str, value: float | int | None, allow_non
         raise ValueError(f"pe.scaling.{name} must be > 0 for scaling '{scaling}'; got {value!r}")
 
 
+def check_original_length(scaling: str, value: int | None) -> None:
+    """The original (training) length L0 must be set and > 0. The ``pe/scaling`` configs set it to the run's
+    ``task.train_length``; a task without one (or a config built by hand) must give it explicitly."""
+    if value is None:
+        raise ValueError(f"pe.scaling.original_max_position_embeddings (the training length L0) is not set for "
+                         f"scaling '{scaling}': it defaults to task.train_length, which this task does not have; "
+                         f"set pe.scaling.original_max_position_embeddings=<L0>")
+    check_positive("original_max_position_embeddings", scaling, value)
+
+
 def pair_exponent(inv_freq: Tensor, rotary_dim: int) -> Tensor:
     """2i/d for each pair i of ``inv_freq`` (float64), the RoFormer exponent of theta_i = base^(-2i/d)."""
     if inv_freq.shape[-1] != rotary_dim // 2:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from rope_lab.pe.registry import register_scaling
 from rope_lab.pe.scaling import KV_CACHE_MODES, Scaling
-from rope_lab.pe.scalings.common import check_positive, pair_exponent
+from rope_lab.pe.scalings.common import check_original_length, check_positive, pair_exponent
 
 
 def ntk_rescale(inv_freq: Tensor, rotary_dim: int, ratio: Tensor | float) -> Tensor:
@@ -79,14 +79,15 @@ class DynamicNTKScaling(Scaling):
     @dataclass
     class Config:
         factor: float = 1.0
-        original_max_position_embeddings: int = 2048
+        # L0; configs/pe/scaling/*.yaml set it to the run's task.train_length (None there: the task has none)
+        original_max_position_embeddings: int | None = 2048
         kv_cache: str = "hf"
 
     def __init__(self, cfg: Config) -> None:
         check_positive("factor", "dynamic_ntk", cfg.factor)
-        check_positive("original_max_position_embeddings", "dynamic_ntk", cfg.original_max_position_embeddings)
         if cfg.kv_cache not in KV_CACHE_MODES:
             raise ValueError(f"pe.scaling.kv_cache must be one of {list(KV_CACHE_MODES)}; got {cfg.kv_cache!r}")
+        check_original_length("dynamic_ntk", cfg.original_max_position_embeddings)
         super().__init__(cfg)
 
     def base_ratio(self, seq_len: Tensor | None) -> Tensor:

@@ -16,26 +16,29 @@ from torch import Tensor
 
 from rope_lab.pe.registry import register_scaling
 from rope_lab.pe.scaling import Scaling
-from rope_lab.pe.scalings.common import check_positive
+from rope_lab.pe.scalings.common import check_original_length, check_positive
 
 
 @register_scaling("llama3")
 class Llama3Scaling(Scaling):
-    """Defaults are Llama 3.1's: factor 8, low 1, high 4, original length 8192."""
+    """Defaults are Llama 3.1's: factor 8, low 1, high 4, original length 8192 (configs/pe/scaling/llama3.yaml
+    sets the original length to the run's ``task.train_length``)."""
 
     @dataclass
     class Config:
         factor: float = 8.0
         low_freq_factor: float = 1.0
         high_freq_factor: float = 4.0
-        original_max_position_embeddings: int = 8192
+        # L0; configs/pe/scaling/*.yaml set it to the run's task.train_length (None there: the task has none)
+        original_max_position_embeddings: int | None = 8192
 
     def __init__(self, cfg: Config) -> None:
-        for key in ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"):
+        for key in ("factor", "low_freq_factor", "high_freq_factor"):
             check_positive(key, "llama3", getattr(cfg, key))
         if cfg.high_freq_factor <= cfg.low_freq_factor:
             raise ValueError(f"llama3 needs high_freq_factor > low_freq_factor; got high={cfg.high_freq_factor}, "
                              f"low={cfg.low_freq_factor}")
+        check_original_length("llama3", cfg.original_max_position_embeddings)
         super().__init__(cfg)
 
     def rewrite(self, inv_freq: Tensor, seq_len: Tensor | None = None) -> tuple[Tensor, float]:

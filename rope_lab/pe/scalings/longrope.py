@@ -19,7 +19,7 @@ from torch import Tensor
 
 from rope_lab.pe.registry import register_scaling
 from rope_lab.pe.scaling import KV_CACHE_MODES, Scaling
-from rope_lab.pe.scalings.common import check_positive
+from rope_lab.pe.scalings.common import check_original_length, check_positive
 
 
 @register_scaling("longrope")
@@ -32,14 +32,16 @@ class LongRoPEScaling(Scaling):
     class Config:
         short_factor: list[float] = field(default_factory=list)
         long_factor: list[float] = field(default_factory=list)
-        original_max_position_embeddings: int = 2048
+        # L0; configs/pe/scaling/*.yaml set it to the run's task.train_length (None there: the task has none)
+        original_max_position_embeddings: int | None = 2048
         max_position_embeddings: int | None = None  # only to derive the default factor (Phi-3 style)
         factor: float | None = None
         attention_factor: float | None = None
         kv_cache: str = "hf"
 
     def __init__(self, cfg: Config) -> None:
-        check_positive("original_max_position_embeddings", "longrope", cfg.original_max_position_embeddings)
+        check_positive("original_max_position_embeddings", "longrope", cfg.original_max_position_embeddings,
+                       allow_none=True)  # required: checked at setup, after the per-pair lists
         check_positive("factor", "longrope", cfg.factor, allow_none=True)
         check_positive("max_position_embeddings", "longrope", cfg.max_position_embeddings, allow_none=True)
         check_positive("attention_factor", "longrope", cfg.attention_factor, allow_none=True)
@@ -73,6 +75,7 @@ class LongRoPEScaling(Scaling):
             if got != n:
                 raise ValueError(f"pe.scaling.{key} must have rotary_dim/2 = {n} entries (one per rotary pair); "
                                  f"got {got}")
+        check_original_length("longrope", self.cfg.original_max_position_embeddings)
         self.short = torch.tensor(self.cfg.short_factor, dtype=torch.float64)
         self.long = torch.tensor(self.cfg.long_factor, dtype=torch.float64)
 

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from rope_lab.pe.registry import register_scaling
 from rope_lab.pe.scaling import Scaling
-from rope_lab.pe.scalings.common import check_positive
+from rope_lab.pe.scalings.common import check_original_length, check_positive
 
 
 def get_mscale(scale: float, mscale: float = 1.0) -> float:
@@ -57,7 +57,8 @@ class YaRNScaling(Scaling):
     @dataclass
     class Config:
         factor: float = 1.0
-        original_max_position_embeddings: int = 2048
+        # L0; configs/pe/scaling/*.yaml set it to the run's task.train_length (None there: the task has none)
+        original_max_position_embeddings: int | None = 2048
         beta_fast: float = 32.0
         beta_slow: float = 1.0
         attention_factor: float | None = None
@@ -67,10 +68,10 @@ class YaRNScaling(Scaling):
 
     def __init__(self, cfg: Config) -> None:
         check_positive("factor", "yarn", cfg.factor)
-        check_positive("original_max_position_embeddings", "yarn", cfg.original_max_position_embeddings)
         check_positive("beta_fast", "yarn", cfg.beta_fast)
         check_positive("beta_slow", "yarn", cfg.beta_slow)
         check_positive("attention_factor", "yarn", cfg.attention_factor, allow_none=True)
+        check_original_length("yarn", cfg.original_max_position_embeddings)
         super().__init__(cfg)
 
     def attention_factor(self) -> float:

@@ -75,6 +75,13 @@ def check_config(cfg: ImageClsConfig, patch_multiple: int | None = None) -> None
         raise ValueError("task.dataset=hf needs task.hf_name=<hub name or save_to_disk folder>")
     if cfg.data_path and not Path(cfg.data_path).exists():
         raise FileNotFoundError(f"task.data_path={cfg.data_path} does not exist")
+    if cfg.data_path and cfg.dataset == "hf":  # a path the user gave is never silently ignored
+        raise ValueError(f"task.data_path={cfg.data_path} is not read by task.dataset=hf; give a save_to_disk folder "
+                         f"as task.hf_name, or drop task.data_path")
+    if cfg.data_path and cfg.dataset == "imagenet-1k" and not (Path(cfg.data_path) / cfg.train_split).is_dir():
+        raise FileNotFoundError(f"task.data_path={cfg.data_path} has no {cfg.train_split}/ folder (imagenet-1k as an "
+                                f"ImageFolder tree needs {cfg.train_split}/ and {cfg.val_split}/); drop task.data_path "
+                                f"to use the HF hub")
     for r in [cfg.train_resolution, *cfg.eval_resolutions]:
         if r <= 0:
             raise ValueError(f"resolutions must be positive; got {r}")

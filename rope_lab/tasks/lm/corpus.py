@@ -16,7 +16,7 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from rope_lab.data.fetch import Source, debian_package, resolve
+from rope_lab.data.fetch import Source, check_user_path, debian_package, resolve, user_path_source
 
 CORPORA = ("python_docs", "stdlib", "files", "hf")
 PYDOC_ROOT = "usr/share/doc/python3.11/html/_sources"
@@ -51,15 +51,18 @@ def _read_tree(root: Path, pattern: str) -> list[Document]:
 
 def _python_docs(data_dir: str, data_path: str | None) -> tuple[list[Document], str]:
     def user(_cache: Path) -> Path:
-        if not Path(data_path).is_dir():
-            raise RuntimeError(f"task.data_path={data_path!r} is not a directory")
+        if not any(Path(data_path).rglob("*.rst.txt")):
+            raise ValueError(f"task.data_path={data_path!r} holds no *.rst.txt files (corpus python_docs reads the "
+                             f"Python docs' reST sources; use task.corpus=files for any text folder)")
         return Path(data_path)
 
     def debian(cache: Path) -> Path:
         return debian_package("python3.11-doc", cache, PYDOC_PINNED) / PYDOC_ROOT
 
-    sources = [Source(f"user path {data_path}", user)] if data_path else []
-    root, source = resolve("python_docs", sources + [Source("debian:python3.11-doc", debian)], data_dir)
+    if data_path:  # the user's folder or an error naming it; never a silent fallback to the default corpus
+        root, source = resolve("python_docs", [user_path_source("task.data_path", data_path, user)], data_dir)
+    else:
+        root, source = resolve("python_docs", [Source("debian:python3.11-doc", debian)], data_dir)
     return _read_tree(root, "*.rst.txt"), source
 
 
@@ -70,8 +73,9 @@ def _stdlib() -> tuple[list[Document], str]:
 
 
 def _files(data_path: str | None) -> tuple[list[Document], str]:
-    if not data_path or not Path(data_path).is_dir():
+    if not data_path:
         raise ValueError(f"task.corpus=files needs task.data_path to be a directory; got {data_path!r}")
+    check_user_path("task.data_path", data_path, "dir")
     docs = _read_tree(Path(data_path), "*")
     if not docs:
         raise ValueError(f"no text files under task.data_path={data_path!r}")
@@ -96,6 +100,10 @@ def load_corpus(corpus: str, data_dir: str, data_path: str | None = None, hf_dat
     """Return (documents, source description)."""
     if corpus == "python_docs":
         return _python_docs(data_dir, data_path)
+    if data_path and corpus in ("stdlib", "hf"):  # a path the user gave is never silently ignored
+        raise ValueError(f"task.data_path={data_path!r} is not read by task.corpus={corpus}; use task.corpus=files "
+                         f"for a folder of text files{' or task.hf_data_files' if corpus == 'hf' else ''}, "
+                         f"or drop task.data_path")
     if corpus == "stdlib":
         return _stdlib()
     if corpus == "files":

@@ -149,7 +149,9 @@ class ResumableSampler(Sampler[int]):
         return iter(range(self.start, self.size))
 
     def __len__(self) -> int:
-        return self.size - self.start
+        # the whole epoch, also when resumed mid-way: Lightning counts a resumed epoch's batches from its start,
+        # and a shorter length made it end the epoch early and replay the resumed batches
+        return self.size
 
 
 class ResumableLoader(DataLoader):

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
 from rope_lab.optim import OptimConfig
 from rope_lab.tasks.base import TaskModule
+from rope_lab.tasks.lm.metrics import passkey_exact_match, perplexity, token_nll, window_nll
 from rope_lab.tasks.lm.positions import lm_positions
 
 
@@ -27,8 +25,7 @@ class LMModule(TaskModule):
         segment = batch.get("segment")
         segment = None if segment is None else segment[:, :-1]
         logits = self.model(inputs, lm_positions(inputs, self.position_offset, segment))
-        nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-        return nll, logits
+        return token_nll(logits, targets), logits
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         nll, _ = self._nll(batch)
@@ -41,18 +38,17 @@ class LMModule(TaskModule):
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         nll, logits = self._nll(batch)
         if "answer_mask" in batch:  # passkey: exact match of every key digit
-            mask = batch["answer_mask"]
-            correct = (logits.argmax(-1) == batch["tokens"][:, 1:]) | ~mask
-            self.acc[dataloader_idx].update(correct.all(dim=1).float())
+            correct = passkey_exact_match(logits, batch["tokens"][:, 1:], batch["answer_mask"])
+            self.acc[dataloader_idx].update(correct.float())
         else:
-            self.nll[dataloader_idx].update(nll.mean(dim=1))
+            self.nll[dataloader_idx].update(window_nll(nll))
 
     def on_validation_epoch_end(self) -> None:
         ppl_means, pk_means = [], []
         for i, name in enumerate(self.val_names):
             if name.startswith("ppl@"):
                 value = self.nll[i].compute()
-                self.log(f"val/{name}", value.exp(), sync_dist=True)
+                self.log(f"val/{name}", perplexity(value), sync_dist=True)
                 self.log(f"val/loss@{name[4:]}", value, sync_dist=True)
                 ppl_means.append(value)
                 self.nll[i].reset()
@@ -62,10 +58,10 @@ class LMModule(TaskModule):
                 pk_means.append(value)
                 self.acc[i].reset()
         if ppl_means:  # the training-length ppl is the checkpoint-selection metric
-            self.log("val/ppl", ppl_means[0].exp(), prog_bar=True, sync_dist=True)
+            self.log("val/ppl", perplexity(ppl_means[0]), prog_bar=True, sync_dist=True)
         if pk_means:
             self.log("val/passkey_acc", torch.stack(pk_means).mean(), sync_dist=True)
 
     @staticmethod
     def perplexity(mean_nll: float) -> float:
-        return math.exp(mean_nll)
+        return perplexity(mean_nll)

@@ -10,6 +10,7 @@ from rope_lab.tasks.lm.module import LMModule
 @register_task("lm_longctx")
 class LMLongContextTask:
     Config = LMDataConfig
+    backbones = ("llama",)  # token ids in, next-token logits out
     #: metric to monitor for checkpoints, and the headline metric returned to sweeps
     monitor, mode = "val/ppl", "min"
     curve = {"prefix": "val/ppl@", "xlabel": "evaluation length (tokens)", "ylabel": "perplexity",
@@ -23,7 +24,8 @@ class LMLongContextTask:
 
     def spec(self) -> TaskSpec:
         longest = max(self.cfg.eval_lengths + self.cfg.passkey_lengths + [self.cfg.train_length])
-        return TaskSpec(num_axes=1, causal=True, vocab_size=VOCAB_SIZE, max_tokens=longest + self.cfg.position_offset)
+        return TaskSpec(num_axes=1, causal=True, vocab_size=VOCAB_SIZE, max_tokens=longest + self.cfg.position_offset,
+                        extra={"axes": ("token",)})
 
     def datamodule(self, seed: int, total_steps: int) -> LMDataModule:
         return LMDataModule(self.cfg, seed, total_steps)

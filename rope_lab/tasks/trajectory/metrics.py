@@ -27,6 +27,20 @@ def min_ade_fde(pred: Tensor, gt: Tensor, steps: int) -> tuple[Tensor, Tensor]:
     return err.mean(-1).amin(-1), err[..., -1].amin(-1)
 
 
+def miss(min_fde: Tensor, threshold: float) -> Tensor:
+    """(...,) float 1/0: the agent is missed when its minFDE exceeds ``threshold`` (metres); mean = miss rate."""
+    return (min_fde > threshold).float()
+
+
+def horizon_metrics(pred: Tensor, cv: Tensor, gt: Tensor, steps: int, threshold: float) -> dict[str, Tensor]:
+    """Per-agent values at one horizon: minADE, minFDE, miss_rate of the K modes ``pred`` (A, K, T, 2) and
+    cv_minADE, cv_minFDE of the constant-velocity floor ``cv`` (A, 1, T, 2) against ``gt`` (A, T, 2); each (A,)."""
+    ade, fde = min_ade_fde(pred, gt, steps)
+    cv_ade, cv_fde = min_ade_fde(cv, gt, steps)
+    return {"minADE": ade, "minFDE": fde, "miss_rate": miss(fde, threshold), "cv_minADE": cv_ade,
+            "cv_minFDE": cv_fde}
+
+
 def wta_loss(pred: Tensor, logits: Tensor, gt: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Winner-takes-all: regress only the mode closest to the ground truth (ADE), classify that mode.
 

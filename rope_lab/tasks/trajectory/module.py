@@ -10,7 +10,7 @@ from torchmetrics import MeanMetric
 from rope_lab.optim import OptimConfig
 from rope_lab.tasks.base import TaskModule
 from rope_lab.tasks.trajectory.datamodule import TrajectoryConfig
-from rope_lab.tasks.trajectory.metrics import constant_velocity, min_ade_fde, plot_scene, wta_loss
+from rope_lab.tasks.trajectory.metrics import constant_velocity, horizon_metrics, plot_scene, wta_loss
 from rope_lab.tasks.trajectory.positions import agent_features, agent_positions, to_global, to_local
 
 
@@ -57,10 +57,7 @@ class TrajectoryModule(TaskModule):
         past_local = to_local(batch["past"][..., :2], batch["current"])[target]
         cv = constant_velocity(past_local, batch["past_mask"][target], self.cfg.future_steps)[:, None]
         for h, steps in self.horizons.items():
-            ade, fde = min_ade_fde(pred, truth, steps)
-            cv_ade, cv_fde = min_ade_fde(cv, truth, steps)
-            values = {"minADE": ade, "minFDE": fde, "miss_rate": (fde > self.cfg.miss_threshold_m).float(),
-                      "cv_minADE": cv_ade, "cv_minFDE": cv_fde}
+            values = horizon_metrics(pred, cv, truth, steps, self.cfg.miss_threshold_m)
             for kind, v in values.items():
                 self.meters[self._key(f"{split}/{kind}@h={h:g}")].update(v)
         if split == "val" and batch_idx == 0:

@@ -24,7 +24,7 @@ class TrajectoryTask:
     def spec(self) -> TaskSpec:
         c = self.cfg
         extra = {"in_features": c.past_steps * FEATURES_PER_STEP, "future_steps": c.future_steps,
-                 "num_modes": c.num_modes}
+                 "num_modes": c.num_modes, "axes": ("x", "y", "heading")}
         return TaskSpec(num_axes=3, causal=False, max_tokens=c.max_agents, extra=extra)
 
     def datamodule(self, seed: int, total_steps: int) -> TrajectoryDataModule:

@@ -143,8 +143,9 @@ class VNIAHDataModule(L.LightningDataModule):
             return
         c = self.cfg
         frames, frame_source = load_haystack_frames(c.frame_size, c.data_dir, c.frames_path)
-        train_img, train_lbl, fm_source = load_fashion_mnist("train", c.data_dir, c.fashion_mnist_path)
-        test_img, test_lbl, _ = load_fashion_mnist("test", c.data_dir, c.fashion_mnist_path)
+        train_img, train_lbl, fm_source = load_fashion_mnist("train", c.data_dir, c.fashion_mnist_path,
+                                                             "task.fashion_mnist_path")
+        test_img, test_lbl, _ = load_fashion_mnist("test", c.data_dir, c.fashion_mnist_path, "task.fashion_mnist_path")
         self.train_builder = VNIAHBuilder(c, frames["train"], NeedleBank(train_img, train_lbl))
         self.eval_builder = VNIAHBuilder(c, frames["eval"], NeedleBank(test_img, test_lbl))
         self.source = f"haystack: {frame_source}; needles: fashion_mnist ({fm_source})"

@@ -12,6 +12,7 @@ from torchmetrics import MeanMetric
 from rope_lab.analysis.heatmaps import plot_heatmap
 from rope_lab.optim import OptimConfig
 from rope_lab.tasks.base import TaskModule
+from rope_lab.tasks.vniah.metrics import answer_exact_match, cell_name
 from rope_lab.tasks.vniah.positions import vniah_positions
 
 
@@ -37,8 +38,7 @@ class VNIAHModule(TaskModule):
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         logits, targets = self._forward(batch)
-        mask = batch["answer_mask"]
-        correct = ((logits.argmax(-1) == targets) | ~mask).all(dim=1)
+        correct = answer_exact_match(logits, targets, batch["answer_mask"])
         self.acc[dataloader_idx].update(correct.float())
 
     def on_validation_epoch_end(self) -> None:
@@ -47,7 +47,7 @@ class VNIAHModule(TaskModule):
             value = metric.compute()
             metric.reset()
             values[(n, d)] = float(value)
-            self.log(f"{self.prefix}/acc/len={n}/depth={d:g}", value, sync_dist=True)
+            self.log(cell_name(self.prefix, n, d), value, sync_dist=True)
         mean = sum(values.values()) / len(values)
         self.log(f"{self.prefix}/acc", mean, prog_bar=True, sync_dist=True)
         trainer = self.trainer
