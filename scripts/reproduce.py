@@ -1,5 +1,14 @@
-"""Reproduce one paper's experiment: ``python scripts/reproduce.py NAME [--write] [args]`` runs
-``experiments/NAME/reproduce.py``.
+"""Reproduce one paper's experiment.
+
+    python scripts/reproduce.py NAME --seeds 3 [--quick] [--steps N] [--write] [-- key=value ...]
+    python scripts/reproduce.py --summary          # docs/results.md + docs/results.png from the committed results
+
+A study with ``experiments/NAME/study.yaml`` is run by the seeds runner (rope_lab/analysis/study.py): every variant at
+seeds 0..N-1 (same seed = same data order and init across variants), cached runs reused only when made by the same
+command and code, then runs.csv, manifest.json and summary.md with 95% intervals, paired differences and verdicts.
+``--import-legacy`` converts a study's committed single-seed results (``legacy`` in its study.yaml) into
+results/runs.csv, seeds = 1. ``--quick`` takes the study's quick budget (<= 20 CPU-minutes), ``--steps`` overrides the training steps, anything
+after ``--`` is passed to train.py. Other experiments run their ``experiments/NAME/reproduce.py``.
 
 Each ``experiments/<name>/reproduce.py`` defines ``main(argv) -> None`` that trains/evaluates what the paper's
 claim needs and writes its tables/plots into its folder. By default that folder is a fresh, git-ignored copy,
@@ -24,7 +33,7 @@ from rope_lab.analysis.reproduce import WRITE_ENV, fresh_results_dir, shown  # n
 
 
 def available() -> list[str]:
-    return sorted(p.parent.name for p in EXPERIMENTS.glob("*/reproduce.py"))
+    return sorted({p.parent.name for p in [*EXPERIMENTS.glob("*/reproduce.py"), *EXPERIMENTS.glob("*/study.yaml")]})
 
 
 def fresh_copy(name: str) -> Path:
@@ -35,18 +44,68 @@ def fresh_copy(name: str) -> Path:
     return fresh
 
 
+def run_seeds(name: str, argv: list[str], write: bool) -> Path:
+    """The seeds runner for a study with a study.yaml."""
+    import argparse
+
+    from rope_lab.analysis import study
+
+    parser = argparse.ArgumentParser(prog=f"reproduce.py {name}")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="the study's quick budget (<= 20 CPU-minutes)")
+    parser.add_argument("--steps", type=int, help="training steps (overrides the budget's)")
+    parser.add_argument("extra", nargs="*", help="train.py overrides (after --)")
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error(f"--seeds={args.seeds}: give at least 1")
+    spec = study.StudySpec.load(name)
+    extra = [*args.extra, *([f"trainer.max_steps={args.steps}", f"trainer.val_check_interval={args.steps}"]
+                            if args.steps else [])]
+    out = (EXPERIMENTS / name / "results") if write else fresh_results_dir(name) / "results"
+    command = " ".join(["python scripts/reproduce.py", name, *argv, *(["--write"] if write else [])])
+    study.run_study(spec, args.seeds, "quick" if args.quick else "full", extra, out, command)
+    print((out / study.SUMMARY_MD).read_text())
+    print(f"results: {shown(out)}" + ("" if write else " (committed results untouched; --write updates them)"))
+    return out
+
+
+def _seeds_runnable(name: str) -> bool:
+    """A study whose variants are all train.py runs (analysis studies keep their own reproduce.py)."""
+    if not (EXPERIMENTS / name / "study.yaml").is_file():
+        return False
+    from rope_lab.analysis import study
+
+    return all(study.StudySpec.load(name).variants.values())
+
+
 def main(argv: list[str]) -> Path | None:
     """Run one experiment; return the folder its results went to."""
     if not argv or argv[0] in ("-h", "--help", "--list"):
         print(__doc__)
         print("available:", ", ".join(available()) or "(none)")
         return None
+    if argv[0] == "--summary":
+        from rope_lab.analysis.results_page import write_page
+
+        page = write_page()
+        print(f"wrote {shown(page)}")
+        return page.parent
     name, rest = argv[0], argv[1:]
     write = "--write" in rest
     rest = [a for a in rest if a != "--write"]
+    if (EXPERIMENTS / name / "study.yaml").is_file() and rest == ["--import-legacy"]:
+        from rope_lab.analysis import study
+
+        out = study.import_legacy(study.StudySpec.load(name), EXPERIMENTS / name / "results")
+        print(f"wrote {shown(out)} from the committed single-seed results")
+        return out
+    if _seeds_runnable(name) and (not (EXPERIMENTS / name / "reproduce.py").exists()
+                                  or any(a.startswith("--seeds") for a in rest)):
+        return run_seeds(name, rest, write)
     script = EXPERIMENTS / name / "reproduce.py"
     if not script.exists():
-        sys.exit(f"unknown experiment '{name}'; choose one of: {available()}")
+        print(f"error: unknown experiment '{name}'; choose one of: {available()}", file=sys.stderr)
+        sys.exit(2)
     spec = importlib.util.spec_from_file_location(f"reproduce_{name}", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -41,9 +41,11 @@ def test_reproduce_lists_every_experiment_with_a_readme(capsys):
             assert folder.name in listed and (folder / "README.md").exists()
 
 
-def test_reproduce_unknown_name_lists_choices():
-    with pytest.raises(SystemExit, match="unknown experiment 'nope'; choose one of"):
+def test_reproduce_unknown_name_lists_choices(capsys):
+    with pytest.raises(SystemExit) as exit_:
         _dispatcher().main(["nope"])
+    assert exit_.value.code == 2
+    assert "error: unknown experiment 'nope'; choose one of" in capsys.readouterr().err
 
 
 DEMO = '''

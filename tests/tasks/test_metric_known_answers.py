@@ -101,7 +101,7 @@ def test_lm_validation_logs_each_length_under_its_own_name(tmp_path):
     from rope_lab.tasks.lm.module import LMModule
 
     names = ["ppl@4", "ppl@8", "passkey@len=8/depth=0.5", "passkey@len=8/depth=1.0"]
-    module = LMModule(BigramStub(), OptimConfig(), total_steps=1, val_names=names)
+    module = LMModule(BigramStub(), OptimConfig(), total_steps=1, val_names=names, train_length=4)
     # ppl@4: windows of 4 predictions, batch size 1 (the mean must run across batches)
     #   [0,0,0,0,0]: 4 x ln4 = 8 ln2;  [1,1,1,1,1]: 4 x ln2 = 4 ln2
     #   mean token NLL = 12 ln2 / 8 = 1.5 ln2 -> ppl@4 = 2^1.5 = 2.828 (mean of window ppls would be 3.0)
@@ -126,10 +126,30 @@ def test_lm_validation_logs_each_length_under_its_own_name(tmp_path):
     assert m["val/loss@4"] == pytest.approx(1.5 * LN2, rel=1e-5)
     assert m["val/ppl@8"] == pytest.approx(2 ** 1.25, rel=1e-5)
     assert m["val/loss@8"] == pytest.approx(1.25 * LN2, rel=1e-5)
-    assert m["val/ppl"] == pytest.approx(2 ** 1.5, rel=1e-5)  # the first (training) length
+    assert m["val/ppl"] == pytest.approx(2 ** 1.5, rel=1e-5)  # the training length
     assert m["val/passkey@len=8/depth=0.5"] == pytest.approx(0.5)
     assert m["val/passkey@len=8/depth=1.0"] == pytest.approx(1.0)
     assert m["val/passkey_acc"] == pytest.approx(0.75)  # mean over the two passkey cells
+
+
+def test_val_ppl_is_read_at_the_training_length_wherever_it_is_listed(tmp_path):
+    """val/ppl (checkpoint selection, sweep headline) is the training length's, not the first listed length's."""
+    from rope_lab.tasks.lm.module import LMModule
+
+    module = LMModule(BigramStub(), OptimConfig(), total_steps=1, val_names=["ppl@4", "ppl@8"], train_length=8)
+    loaders = [DataLoader(_lm_items([[0, 0, 0, 0, 0], [1, 1, 1, 1, 1]]), batch_size=1),
+               DataLoader(_lm_items([[0, 0, 1, 1, 1, 1, 1, 1, 1]]), batch_size=1)]
+    m = _validate(module, loaders, tmp_path)
+    assert m["val/ppl"] == pytest.approx(2 ** 1.25, rel=1e-5)  # ppl@8 (see the test above), not ppl@4's 2^1.5
+    with pytest.raises(ValueError, match="training length 16"):
+        LMModule(BigramStub(), OptimConfig(), total_steps=1, val_names=["ppl@4", "ppl@8"], train_length=16)
+
+
+def test_lm_datamodule_evaluates_the_training_length_even_if_not_listed():
+    from rope_lab.tasks.lm.datamodule import LMDataConfig, LMDataModule
+
+    dm = LMDataModule(LMDataConfig(train_length=64, eval_lengths=[128, 256]), seed=0, total_steps=1)
+    assert dm.val_names()[:3] == ["ppl@128", "ppl@256", "ppl@64"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -214,14 +214,19 @@ class LMDataModule(L.LightningDataModule):
                           c.passkey_train_fraction, self.train_packer)
         return ResumableLoader(ds, c.batch_size, c.num_workers)
 
+    def eval_lengths(self) -> list[int]:
+        """The perplexity lengths: ``eval_lengths``, plus the training length if missing (``val/ppl`` is read there)."""
+        lengths = list(self.cfg.eval_lengths)
+        return lengths if self.cfg.train_length in lengths else [*lengths, self.cfg.train_length]
+
     def val_names(self) -> list[str]:
-        names = [f"ppl@{n}" for n in self.cfg.eval_lengths]
+        names = [f"ppl@{n}" for n in self.eval_lengths()]
         return names + [f"passkey@len={n}/depth={d}" for n in self.cfg.passkey_lengths for d in self.cfg.passkey_depths]
 
     def val_dataloader(self) -> list[DataLoader]:
         c = self.cfg
         loaders = [DataLoader(EvalWindows(self.val_stream, n, c.eval_windows, self.val_packer), self._eval_batch(n))
-                   for n in c.eval_lengths]
+                   for n in self.eval_lengths()]
         for n in c.passkey_lengths:
             for d in c.passkey_depths:
                 ds = self.passkey.fixed(n + 1, d, c.passkey_samples, seed=self.seed)

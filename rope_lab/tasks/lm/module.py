@@ -13,9 +13,15 @@ from rope_lab.tasks.lm.positions import lm_positions
 
 class LMModule(TaskModule):
     def __init__(self, model, optim: OptimConfig, total_steps: int, val_names: list[str],
-                 position_offset: int = 0) -> None:
+                 position_offset: int = 0, train_length: int | None = None) -> None:
         super().__init__(model, optim, total_steps)
         self.val_names, self.position_offset = val_names, position_offset
+        #: the loader whose perplexity is ``val/ppl`` (checkpoint selection, sweep headline): the training length
+        ppl_names = [n for n in val_names if n.startswith("ppl@")]
+        self.headline = f"ppl@{train_length}" if train_length is not None else (ppl_names or [None])[0]
+        if ppl_names and self.headline not in ppl_names:
+            raise ValueError(f"val/ppl is read at the training length {train_length}, which no loader evaluates "
+                             f"({ppl_names})")
         self.nll = torch.nn.ModuleList(MeanMetric() for _ in val_names)
         self.acc = torch.nn.ModuleList(MeanMetric() for _ in val_names)
 
@@ -44,21 +50,21 @@ class LMModule(TaskModule):
             self.nll[dataloader_idx].update(window_nll(nll))
 
     def on_validation_epoch_end(self) -> None:
-        ppl_means, pk_means = [], []
+        headline, pk_means = None, []
         for i, name in enumerate(self.val_names):
             if name.startswith("ppl@"):
                 value = self.nll[i].compute()
                 self.log(f"val/{name}", perplexity(value), sync_dist=True)
                 self.log(f"val/loss@{name[4:]}", value, sync_dist=True)
-                ppl_means.append(value)
+                headline = value if name == self.headline else headline
                 self.nll[i].reset()
             else:
                 value = self.acc[i].compute()
                 self.log(f"val/{name}", value, sync_dist=True)
                 pk_means.append(value)
                 self.acc[i].reset()
-        if ppl_means:  # the training-length ppl is the checkpoint-selection metric
-            self.log("val/ppl", perplexity(ppl_means[0]), prog_bar=True, sync_dist=True)
+        if headline is not None:  # the training-length ppl is the checkpoint-selection metric
+            self.log("val/ppl", perplexity(headline), prog_bar=True, sync_dist=True)
         if pk_means:
             self.log("val/passkey_acc", torch.stack(pk_means).mean(), sync_dist=True)
 

@@ -31,4 +31,5 @@ class LMLongContextTask:
         return LMDataModule(self.cfg, seed, total_steps)
 
     def module(self, model, optim, total_steps: int, datamodule: LMDataModule) -> LMModule:
-        return LMModule(model, optim, total_steps, datamodule.val_names(), self.cfg.position_offset)
+        return LMModule(model, optim, total_steps, datamodule.val_names(), self.cfg.position_offset,
+                        self.cfg.train_length)

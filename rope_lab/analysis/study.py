@@ -1,0 +1,339 @@
+"""Multi-seed reproductions: a study declared in ``experiments/<study>/study.yaml`` is run at N seeds, aggregated
+with confidence intervals, and its claims get a verdict from the paired differences (rope_lab/analysis/stats.py).
+
+``study.yaml``::
+
+    title: p-RoPE (Barbero et al. 2025)
+    base: [experiment=p_rope/compare]          # overrides shared by every variant
+    budgets:                                    # --quick / --full (default: full)
+      quick: {steps: 150, overrides: [task.eval_windows=4]}
+      full: {steps: 300}
+    variants: {RoPE: [pe=rope], 0.75-RoPE: [pe=p_rope, pe.p=0.75]}
+    metrics: [val/ppl@128, val/ppl@256]        # reported per variant
+    claims:
+      - {claim: "0.75-RoPE beats RoPE", metric: val/ppl@128, better: 0.75-RoPE, than: RoPE,
+         lower_is_better: true, paper: "4.4414 vs 4.4627 (Table 2)"}
+
+Results, generated and never typed by hand (``experiments/<study>/results/``, or a fresh git-ignored folder unless
+``--write``): ``runs.csv`` (one row per variant x seed x metric), ``manifest.json`` (commit, command, overrides,
+seeds, budget, wall and CPU time, machine, torch version), ``summary.md`` / ``summary.json`` (per-variant means with
+intervals, per-claim paired differences and verdicts). Studies committed before the seeds runner carry a
+``runs.csv`` converted from their single-seed results (``legacy: true`` in the manifest, seeds = 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from rope_lab.analysis import stats
+from rope_lab.analysis.results import markdown_table
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPERIMENTS = ROOT / "experiments"
+RUNS_CSV, MANIFEST, SUMMARY_MD, SUMMARY_JSON = "runs.csv", "manifest.json", "summary.md", "summary.json"
+
+
+@dataclass
+class Claim:
+    claim: str
+    metric: str
+    better: str
+    than: str
+    lower_is_better: bool = True
+    paper: str = ""
+
+
+@dataclass
+class Budget:
+    steps: int | None = None
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StudySpec:
+    name: str
+    title: str
+    variants: dict[str, list[str]]
+    metrics: list[str]
+    claims: list[Claim]
+    base: list[str] = field(default_factory=list)
+    budgets: dict[str, Budget] = field(default_factory=dict)
+    legacy: dict | None = None  # where the single-seed results committed before the seeds runner are (see import_legacy)
+
+    @classmethod
+    def load(cls, name: str) -> "StudySpec":
+        path = EXPERIMENTS / name / "study.yaml"
+        if not path.is_file():
+            raise FileNotFoundError(f"no study '{name}' ({path} missing); studies: {available()}")
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        claims = [Claim(**c) for c in raw.pop("claims", [])]
+        budgets = {k: Budget(**v) for k, v in raw.pop("budgets", {}).items()}
+        spec = cls(name=name, claims=claims, budgets=budgets, **raw)
+        for c in spec.claims:
+            missing = {c.better, c.than} - set(spec.variants)
+            if missing:
+                raise ValueError(f"{path}: claim '{c.claim}' names unknown variant(s) {sorted(missing)}; "
+                                 f"variants: {list(spec.variants)}")
+        return spec
+
+    def check_runnable(self) -> None:
+        """Every variant must be a train.py command; analysis studies (variants ``[]``) run their reproduce.py."""
+        empty = [v for v, o in self.variants.items() if not o]
+        if empty:
+            raise ValueError(f"study {self.name}: variant(s) {empty} are not train.py runs (an evaluation or analysis "
+                             f"of one model), so the seeds runner cannot run them; use "
+                             f"experiments/{self.name}/reproduce.py")
+
+    def overrides(self, variant: str, budget: str, seed: int, extra: list[str]) -> list[str]:
+        if budget not in self.budgets and self.budgets:
+            raise ValueError(f"study {self.name} has no budget '{budget}'; choose one of {list(self.budgets)}")
+        b = self.budgets.get(budget, Budget())
+        steps = [f"trainer.max_steps={b.steps}", f"trainer.val_check_interval={b.steps}"] if b.steps else []
+        return [*self.base, *self.variants[variant], *steps, *b.overrides, f"seed={seed}", *extra]
+
+
+def available() -> list[str]:
+    return sorted(p.parent.name for p in EXPERIMENTS.glob("*/study.yaml"))
+
+
+# -- running ---------------------------------------------------------------------------------------------------------
+def _cached(run_dir: Path, overrides: list[str]) -> bool:
+    """A finished run made by exactly this command (the resolved config is then the one recorded in the run)."""
+    record = run_dir / "command.json"
+    return (run_dir / "results.json").is_file() and record.is_file() and \
+        json.loads(record.read_text()) == {"overrides": overrides, "code": _code_version()}
+
+
+def _code_version() -> str:
+    """The commit plus a hash of uncommitted changes to code and configs: a cached run is reused only if both match."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        diff = subprocess.run(["git", "diff", "HEAD", "--", "rope_lab", "configs", "train.py"], cwd=ROOT,
+                              capture_output=True, text=True).stdout
+    except OSError:
+        return "unknown"
+    import hashlib
+
+    return head + ("+" + hashlib.sha256(diff.encode()).hexdigest()[:12] if diff else "")
+
+
+def train_one(run_dir: Path, overrides: list[str]) -> tuple[dict, float]:
+    """Train one (variant, seed) into ``run_dir`` unless the same command already finished there; returns
+    (metrics, CPU seconds spent now)."""
+    if _cached(run_dir, overrides):
+        return json.loads((run_dir / "results.json").read_text())["metrics"], 0.0
+    if run_dir.exists():  # another command (or an unfinished one) used this dir: start it afresh
+        import shutil
+
+        shutil.rmtree(run_dir)
+    env = {**os.environ, "ROPE_LAB_KERNEL": os.environ.get("ROPE_LAB_KERNEL", "eager")}
+    before = os.times()
+    subprocess.run([sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}"], cwd=ROOT, env=env,
+                   check=True)
+    after = os.times()
+    (run_dir / "command.json").write_text(json.dumps({"overrides": overrides, "code": _code_version()}))
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return json.loads((run_dir / "results.json").read_text())["metrics"], cpu
+
+
+def run_study(spec: StudySpec, seeds: int, budget: str, extra: list[str], out: Path, command: str) -> Path:
+    """Train every variant at seeds 0..seeds-1 (cached runs reused) and write runs.csv, manifest.json, summary."""
+    spec.check_runnable()
+    start, cpu, rows = time.time(), 0.0, []
+    runs_root = EXPERIMENTS / spec.name / "runs" / "seeds" / budget
+    for seed in range(seeds):  # seed-major: a partial sweep already has every variant at the first seeds
+        for variant in spec.variants:
+            overrides = spec.overrides(variant, budget, seed, extra)
+            metrics, spent = train_one(runs_root / _slug(variant) / f"seed{seed}", overrides)
+            cpu += spent
+            rows += [{"variant": variant, "seed": seed, "metric": m, "value": metrics.get(m, math.nan)}
+                     for m in sorted(set(spec.metrics) | {c.metric for c in spec.claims})]
+    out.mkdir(parents=True, exist_ok=True)
+    write_runs(out / RUNS_CSV, rows)
+    b = spec.budgets.get(budget, Budget())
+    manifest = {"study": spec.name, "commit": _code_version(), "command": command, "seeds": list(range(seeds)),
+                "budget": {"name": budget, "steps": b.steps, "overrides": b.overrides, "extra": extra},
+                "variants": {v: [*spec.base, *spec.variants[v]] for v in spec.variants},
+                "wall_minutes": round((time.time() - start) / 60, 2), "cpu_minutes": round(cpu / 60, 2),
+                "machine": _machine(), "torch": _torch_version(), "date": time.strftime("%Y-%m-%d %H:%M"),
+                "legacy": False}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_summary(spec, out)
+    return out
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def _machine() -> str:
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # noqa: BLE001 - the manifest records what it can
+        gpu = None
+    return f"{platform.machine()} {os.cpu_count()} CPUs" + (f", {gpu}" if gpu else "")
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+# -- results files ---------------------------------------------------------------------------------------------------
+def write_runs(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["variant", "seed", "metric", "value"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_runs(path: Path) -> dict[str, dict[str, dict[int, float]]]:
+    """runs.csv -> {metric: {variant: {seed: value}}}."""
+    table: dict[str, dict[str, dict[int, float]]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            value = float(row["value"]) if row["value"] not in ("", "nan") else math.nan
+            table.setdefault(row["metric"], {}).setdefault(row["variant"], {})[int(row["seed"])] = value
+    return table
+
+
+@dataclass
+class ClaimResult:
+    claim: Claim
+    better: stats.Interval
+    than: stats.Interval
+    difference: stats.Interval  # signed so that positive supports the claim
+    noise_floor: float
+    verdict: str
+
+
+def evaluate_claims(spec: StudySpec, runs: dict) -> list[ClaimResult]:
+    out = []
+    for c in spec.claims:
+        per_variant = runs.get(c.metric, {})
+        a, b = per_variant.get(c.better, {}), per_variant.get(c.than, {})
+        sign = -1.0 if c.lower_is_better else 1.0
+        diff = stats.paired_difference({s: sign * v for s, v in a.items()}, {s: sign * v for s, v in b.items()})
+        floor = stats.pooled_sd([list(v.values()) for v in per_variant.values()])
+        out.append(ClaimResult(c, stats.mean_interval(list(a.values())), stats.mean_interval(list(b.values())),
+                               diff, floor, stats.verdict(diff, floor)))
+    return out
+
+
+def budget_text(manifest: dict) -> str:
+    b = manifest.get("budget", {})
+    if b.get("text"):
+        return b["text"]
+    steps = f"{b['steps']} steps" if b.get("steps") else b.get("name", "")
+    time_text = f", {manifest['cpu_minutes']:.0f} CPU-min" if manifest.get("cpu_minutes") else ""
+    return f"{steps}{time_text}".strip(", ") or "?"
+
+
+def write_summary(spec: StudySpec, folder: Path) -> dict:
+    """summary.md + summary.json of one study from its runs.csv and manifest.json."""
+    runs = read_runs(folder / RUNS_CSV)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    metrics = [m for m in spec.metrics  # a metric the budget did not produce (another length) is left out
+               if any(math.isfinite(v) for per_seed in runs.get(m, {}).values() for v in per_seed.values())]
+    variant_rows = [[v] + [str(stats.mean_interval(list(runs[m].get(v, {}).values()))) for m in metrics]
+                    for v in spec.variants]
+    claims = evaluate_claims(spec, runs)
+    claim_rows = [[r.claim.claim, r.claim.metric, str(r.better), str(r.than), str(r.difference),
+                   f"{r.noise_floor:.3g}" if math.isfinite(r.noise_floor) else "n/a", r.verdict] for r in claims]
+    seeds = len(manifest.get("seeds", []))
+    lines = [f"# {spec.title}: results", "",
+             f"Generated by `python scripts/reproduce.py {spec.name} ...` from {RUNS_CSV} and {MANIFEST}; "
+             f"{seeds} seed(s), budget {budget_text(manifest)}, {manifest.get('machine', '?')}, "
+             f"commit {manifest.get('commit', '?')[:12]}. Mean [95% interval: wider of t and bootstrap].", "",
+             markdown_table(variant_rows, ["variant", *metrics]), "",
+             "Claims (difference = paired, signed so that > 0 supports the claim; verdict by its interval; an effect "
+             "below the noise floor, the pooled across-seed SD, is inconclusive):", "",
+             markdown_table(claim_rows, ["claim", "metric", "better", "than", "difference", "noise floor",
+                                         "verdict"]), ""]
+    (folder / SUMMARY_MD).write_text("\n".join(lines))
+    summary = {"study": spec.name, "seeds": seeds, "budget": budget_text(manifest),
+               "claims": [{"claim": r.claim.claim, "paper": r.claim.paper, "metric": r.claim.metric,
+                           "better": _jsonable(r.better), "than": _jsonable(r.than),
+                           "difference": _jsonable(r.difference), "noise_floor": r.noise_floor,
+                           "verdict": r.verdict} for r in claims]}
+    (folder / SUMMARY_JSON).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
+
+
+# -- single-seed results committed before the seeds runner ---------------------------------------------------------
+def read_table(path: Path, index: int = 0) -> list[dict[str, str]]:
+    """Rows of a CSV file, or of the ``index``-th markdown table of a .md file, as {column: cell}."""
+    if path.suffix == ".csv":
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    tables, current = [], None
+    for line in path.read_text().splitlines() + [""]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.strip().startswith("|") else None
+        if cells is None:
+            current = None
+            continue
+        if current is None:
+            current = {"header": cells, "rows": []}
+            tables.append(current)
+        elif not set("".join(cells)) <= set("-: "):
+            current["rows"].append(dict(zip(current["header"], cells)))
+    if index >= len(tables):
+        raise ValueError(f"{path} has {len(tables)} markdown tables; legacy.table={index} does not exist")
+    return tables[index]["rows"]
+
+
+def _number(cell: str) -> float:
+    """'0.7345', '7.7', '5.960', '**4.80**', '0.46 (1 seed)' -> float; '-' or '' -> NaN."""
+    text = cell.replace("*", "").strip().split(" ")[0].rstrip("%")
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def import_legacy(spec: StudySpec, out: Path) -> Path:
+    """runs.csv + manifest.json (``legacy: true``, one seed) from the study's committed single-seed results.
+
+    ``legacy`` in study.yaml: ``file`` (next to the README; .csv or .md), ``table`` (index of the markdown table),
+    ``variants`` ({our variant: {column: value, ...}} selecting its row), ``metrics`` ({our metric: column}),
+    ``seed``, ``budget`` (text), ``command``, ``date``."""
+    legacy = spec.legacy or {}
+    if not legacy:
+        raise ValueError(f"study {spec.name} has no legacy block in study.yaml")
+    table = read_table(EXPERIMENTS / spec.name / legacy["file"], int(legacy.get("table", 0)))
+    rows = []
+    for variant in spec.variants:
+        select = legacy["variants"][variant]
+        matches = [r for r in table if all(r.get(k, "").strip() == str(v) for k, v in select.items())]
+        if len(matches) != 1:
+            raise ValueError(f"{spec.name}: legacy row {select} of variant {variant} matches {len(matches)} rows")
+        for metric, column in legacy["metrics"].items():
+            rows.append({"variant": variant, "seed": int(legacy.get("seed", 0)), "metric": metric,
+                         "value": _number(matches[0][column])})
+    out.mkdir(parents=True, exist_ok=True)
+    write_runs(out / RUNS_CSV, rows)
+    manifest = {"study": spec.name, "legacy": True, "source": legacy["file"], "seeds": [int(legacy.get("seed", 0))],
+                "budget": {"name": "legacy", "steps": None, "text": legacy.get("budget", "")},
+                "command": legacy.get("command", ""), "date": legacy.get("date", ""),
+                "commit": legacy.get("commit", ""), "machine": legacy.get("machine", "2-core x86 CPU")}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_summary(spec, out)
+    return out
+
+
+def _jsonable(interval: stats.Interval) -> dict:
+    return {k: getattr(interval, k) for k in ("mean", "low", "high", "n", "std")}

@@ -1,0 +1,78 @@
+"""The seeds runner and the results page (rope_lab/analysis/study.py, results_page.py): a fake study runs every
+variant x seed, writes runs.csv/manifest/summary with verdicts; a cached run is reused only for the same command;
+every committed study summary and docs/results.md regenerate identically from their committed runs.csv."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rope_lab.analysis import results_page, study
+
+SPEC = study.StudySpec(
+    name="fake", title="Fake study", base=["experiment=x"],
+    budgets={"quick": study.Budget(steps=5, overrides=["task.eval_windows=2"]), "full": study.Budget(steps=50)},
+    variants={"A": ["pe=rope"], "B": ["pe=nope"], "C": ["pe=p_rope"]},
+    metrics=["val/ppl"],
+    claims=[study.Claim("A beats B", "val/ppl", "A", "B", True, "1 vs 2"),
+            study.Claim("C beats A", "val/ppl", "C", "A", True, "")])
+
+
+def test_runner_trains_every_variant_and_seed_and_decides_by_the_paired_interval(monkeypatch, tmp_path):
+    calls = []
+
+    def fake_train(run_dir: Path, overrides: list[str]):
+        calls.append(overrides)
+        seed = int(overrides[-1].split("=")[1])
+        variant = {"pe=rope": 1.0, "pe=nope": 2.0, "pe=p_rope": 1.0}[overrides[1]]
+        noise = [0.0, 0.05, -0.05][seed]  # shared by every variant at a seed: pairing removes it
+        ppl = variant + noise + (0.3 * (seed - 1) if overrides[1] == "pe=p_rope" else 0.0)
+        return {"val/ppl": ppl}, 1.5
+
+    monkeypatch.setattr(study, "train_one", fake_train)
+    out = study.run_study(SPEC, seeds=3, budget="quick", extra=["x=1"], out=tmp_path, command="cmd")
+    assert len(calls) == 9
+    assert calls[0] == ["experiment=x", "pe=rope", "trainer.max_steps=5", "trainer.val_check_interval=5",
+                        "task.eval_windows=2", "seed=0", "x=1"]
+    manifest = json.loads((out / study.MANIFEST).read_text())
+    assert manifest["seeds"] == [0, 1, 2] and manifest["budget"]["steps"] == 5 and manifest["cpu_minutes"] == pytest.approx(9 * 1.5 / 60, abs=0.01)
+    assert {"commit", "command", "machine", "torch", "wall_minutes", "variants"} <= set(manifest)
+    summary = json.loads((out / study.SUMMARY_JSON).read_text())
+    verdicts = {c["claim"]: c["verdict"] for c in summary["claims"]}
+    assert verdicts == {"A beats B": "held", "C beats A": "inconclusive"}  # C - A = 0.3 (s - 1): mean 0
+    assert "| A beats B |" in (out / study.SUMMARY_MD).read_text()
+
+
+def test_unknown_budget_or_variant_is_refused():
+    with pytest.raises(ValueError, match="no budget 'huge'"):
+        SPEC.overrides("A", "huge", 0, [])
+
+
+def test_a_run_is_reused_only_for_the_same_command_and_code(monkeypatch, tmp_path):
+    monkeypatch.setattr(study, "_code_version", lambda: "abc")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"metrics": {"val/ppl": 3.0}}))
+    (run / "command.json").write_text(json.dumps({"overrides": ["pe=rope"], "code": "abc"}))
+    assert study._cached(run, ["pe=rope"])
+    assert not study._cached(run, ["pe=rope", "seed=1"])
+    monkeypatch.setattr(study, "_code_version", lambda: "def")
+    assert not study._cached(run, ["pe=rope"])
+
+
+@pytest.mark.parametrize("name", [n for n in study.available()
+                                  if (study.EXPERIMENTS / n / "results" / study.RUNS_CSV).is_file()])
+def test_committed_study_summaries_regenerate_from_their_runs(tmp_path, name):
+    committed = study.EXPERIMENTS / name / "results"
+    for f in (study.RUNS_CSV, study.MANIFEST):
+        (tmp_path / f).write_bytes((committed / f).read_bytes())
+    study.write_summary(study.StudySpec.load(name), tmp_path)
+    assert (tmp_path / study.SUMMARY_MD).read_text() == (committed / study.SUMMARY_MD).read_text()
+
+
+def test_results_page_regenerates_identically(tmp_path):
+    page = results_page.write_page(tmp_path / "results.md", tmp_path / "results.png")
+    assert page.read_text() == results_page.PAGE.read_text()
+    assert (tmp_path / "results.png").stat().st_size > 1000
