@@ -83,6 +83,23 @@ def plot(rows: list[dict], path: Path) -> None:
                    title="traj_transformer, one forward+backward")
 
 
+def markdown(data: dict) -> str:
+    """The committed memory table (traj_memory.md), generated from traj_memory.json and nothing else."""
+    rows, variants = data["rows"], list(dict.fromkeys(r["variant"] for r in data["rows"]))
+    ref = variants[0]
+    head = ["agents N", *(f"{v} peak MiB" for v in variants), *(f"{v} / {ref} memory" for v in variants[1:]),
+            *(f"{v} s" for v in variants)]
+    lines = [f"Generated from traj_memory.json by scripts/bench_traj_memory.py (device {data['device']}).", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n in sorted({r["agents"] for r in rows}):
+        by = {r["variant"]: r for r in rows if r["agents"] == n}
+        cells = [str(n), *(f"{by[v]['peak_mib']:.1f}" for v in variants),
+                 *(f"{by[v]['peak_mib'] / by[ref]['peak_mib']:.1f}" for v in variants[1:]),
+                 *(f"{by[v]['seconds']:.3f}" for v in variants)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--agents", type=int, nargs="+", default=[16, 32, 64, 128, 256, 512, 1024])
@@ -120,7 +137,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args.out = output_dir(args.out or ROOT / "experiments" / "drope")  # committed files only with --write
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"wrote {args.out / 'traj_memory.json'}")
-    (args.out / "traj_memory.json").write_text(json.dumps({"device": args.device, "rows": rows}, indent=1))
+    data = {"device": args.device, "rows": rows}
+    (args.out / "traj_memory.json").write_text(json.dumps(data, indent=1))
+    (args.out / "traj_memory.md").write_text(markdown(data))
     plot(rows, args.out / "traj_memory.png")
     return rows
 

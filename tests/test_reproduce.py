@@ -135,3 +135,17 @@ def test_base_bound_script_does_not_overwrite_committed_table(tmp_path):
 
         for d in set(runs.glob("reproduce_*")) - existing if runs.exists() else []:
             shutil.rmtree(d)
+
+
+def test_committed_drope_memory_table_is_generated_from_its_json():
+    """experiments/drope/traj_memory.md (quoted in its README) regenerates from traj_memory.json."""
+    import json
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("bench_traj_memory", root / "scripts" / "bench_traj_memory.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    folder = root / "experiments" / "drope"
+    table = bench.markdown(json.loads((folder / "traj_memory.json").read_text()))
+    assert table == (folder / "traj_memory.md").read_text()
+    assert table.split("\n\n", 1)[1] in (folder / "README.md").read_text()
