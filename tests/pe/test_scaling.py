@@ -22,7 +22,7 @@ from rope_lab.pe.frequencies import rope_inv_freq
 
 from .helpers import pe_config
 
-ALL = ["none", "linear", "ntk", "dynamic_ntk", "yarn", "longrope", "llama3"]
+ALL = ["none", "linear", "ntk", "dynamic_ntk", "yarn", "dynamic_yarn", "longrope", "llama3"]
 
 
 def hf_config(head_dim, base, max_pos, partial=1.0, **rope):
@@ -178,6 +178,12 @@ def test_pinned_float64_reference_numbers():
     ({"name": "dynamic_ntk", "factor": 2.0, "kv_cache": "lazy"}, "kv_cache must be one of.*consistent.*lazy"),
     ({"name": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0}, "high_freq_factor >"),
     ({"name": "yarn", "factr": 2.0}, "no option.*factr"),
+    ({"name": "dynamic_yarn", "factor": 0.0}, "factor must be >= 1 for scaling 'dynamic_yarn'.*got 0.0"),
+    ({"name": "dynamic_yarn", "factor": 0.5}, "factor must be >= 1.*got 0.5"),
+    ({"name": "dynamic_yarn", "kv_cache": "lazy"}, "kv_cache must be one of.*consistent.*lazy"),
+    ({"name": "dynamic_yarn", "original_max_position_embeddings": None}, "training length L0.*not set"),
+    ({"name": "dynamic_yarn", "original_max_position_embeddings": 0}, "original_max_position_embeddings must be > 0"),
+    ({"name": "dynamic_yarn", "beta_fast": -1.0}, "beta_fast must be > 0"),
 ])
 def test_bad_config_is_a_clear_error(cfg, match):
     with pytest.raises(ValueError, match=match):
@@ -202,6 +208,7 @@ def _decoder(scaling: dict, n_kv_heads: int = 2, psc: bool = False, depth: int =
 
 
 DYN = {"name": "dynamic_ntk", "factor": 4.0, "original_max_position_embeddings": 8}
+DYN_YARN = {"name": "dynamic_yarn", "original_max_position_embeddings": 8}
 LONG = {"name": "longrope", "short_factor": [1.0] * 8, "long_factor": [1.0 + i for i in range(8)],
         "original_max_position_embeddings": 8, "factor": 4.0}
 
@@ -215,7 +222,7 @@ def _decode(model, tokens, prefix):
     return torch.cat(out, 1), cache
 
 
-@pytest.mark.parametrize("scaling", [DYN, LONG])
+@pytest.mark.parametrize("scaling", [DYN, DYN_YARN, LONG])
 @pytest.mark.parametrize("n_kv_heads", [2, 1])
 def test_consistent_cache_equals_parallel_at_every_step(scaling, n_kv_heads):
     """consistent: every cached key is re-rotated with the current frequencies, so in a one-layer model the
@@ -230,7 +237,7 @@ def test_consistent_cache_equals_parallel_at_every_step(scaling, n_kv_heads):
             torch.testing.assert_close(stepped[:, t], ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("scaling", [DYN, LONG])
+@pytest.mark.parametrize("scaling", [DYN, DYN_YARN, LONG])
 def test_hf_cache_keeps_the_rotation_each_key_was_written_with(scaling):
     """hf: key j in the cache is rotated with the frequencies of the forward that wrote it (as HF generate)."""
     model = _decoder({**scaling, "kv_cache": "hf"})
@@ -260,7 +267,7 @@ def _scaled_cfg(name: str) -> dict:
     cfg["scaling"] = {"name": name, **({"factor": 4.0} if name not in ("none", "longrope") else {})}
     if name == "longrope":
         cfg["scaling"].update(short_factor=[1.0] * 8, long_factor=[2.0] * 8, original_max_position_embeddings=64)
-    if name in ("dynamic_ntk", "yarn", "llama3"):
+    if name in ("dynamic_ntk", "yarn", "dynamic_yarn", "llama3"):
         cfg["scaling"]["original_max_position_embeddings"] = 64
     return cfg
 
@@ -297,8 +304,9 @@ def test_property_relative_position_and_cache(name):
         torch.testing.assert_close(stepped, model(tokens, Positions.sequence(2, 10)), rtol=1e-4, atol=1e-4)
 
 
-def test_dynamic_scaling_compiles_without_host_sync():
-    model = _decoder({**DYN, "kv_cache": "hf"})
+@pytest.mark.parametrize("scaling", [DYN, DYN_YARN])
+def test_dynamic_scaling_compiles_without_host_sync(scaling):
+    model = _decoder({**scaling, "kv_cache": "hf"})
     tokens = torch.randint(0, 64, (1, 24))
     compiled = torch.compile(model, fullgraph=True)
     with torch.no_grad():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rope_lab.pe.scaling import KV_CACHE_MODES
+
 
 def check_positive(name: str, scaling: str, value: float | int | None, allow_none: bool = False) -> None:
     """A factor / length must be > 0 (an error names the value and the valid range)."""
@@ -22,6 +24,21 @@ def check_original_length(scaling: str, value: int | None) -> None:
                          f"scaling '{scaling}': it defaults to task.train_length, which this task does not have; "
                          f"set pe.scaling.original_max_position_embeddings=<L0>")
     check_positive("original_max_position_embeddings", scaling, value)
+
+
+def check_kv_cache(mode: str) -> None:
+    """The KV-cache mode of a length-dependent scaling (rope_lab/pe/scaling.py ``KV_CACHE_MODES``)."""
+    if mode not in KV_CACHE_MODES:
+        raise ValueError(f"pe.scaling.kv_cache must be one of {list(KV_CACHE_MODES)}; got {mode!r}")
+
+
+def current_length(seq_len: Tensor | None, original_length: int) -> Tensor:
+    """L = max(seq_len, L0) as a float64 0-d tensor (seq_len: max position + 1 of this forward, or None = L0);
+    stays a tensor, so a dynamic scaling has no host sync and compiles to one graph for every length."""
+    length = torch.tensor(float(original_length), dtype=torch.float64)
+    if seq_len is None:
+        return length
+    return torch.maximum(seq_len.detach().to(torch.float64), length.to(seq_len.device))
 
 
 def pair_exponent(inv_freq: Tensor, rotary_dim: int) -> Tensor:

@@ -20,8 +20,9 @@ import torch
 from torch import Tensor
 
 from rope_lab.pe.registry import register_scaling
-from rope_lab.pe.scaling import KV_CACHE_MODES, Scaling
-from rope_lab.pe.scalings.common import check_original_length, check_positive, pair_exponent
+from rope_lab.pe.scaling import Scaling
+from rope_lab.pe.scalings.common import (check_kv_cache, check_original_length, check_positive, current_length,
+                                         pair_exponent)
 
 
 def ntk_rescale(inv_freq: Tensor, rotary_dim: int, ratio: Tensor | float) -> Tensor:
@@ -85,18 +86,14 @@ class DynamicNTKScaling(Scaling):
 
     def __init__(self, cfg: Config) -> None:
         check_positive("factor", "dynamic_ntk", cfg.factor)
-        if cfg.kv_cache not in KV_CACHE_MODES:
-            raise ValueError(f"pe.scaling.kv_cache must be one of {list(KV_CACHE_MODES)}; got {cfg.kv_cache!r}")
+        check_kv_cache(cfg.kv_cache)
         check_original_length("dynamic_ntk", cfg.original_max_position_embeddings)
         super().__init__(cfg)
 
     def base_ratio(self, seq_len: Tensor | None) -> Tensor:
         """(s * L / L0 - (s - 1)) with L = max(seq_len, L0): 1 at or below the original length."""
-        s, l0 = self.cfg.factor, float(self.cfg.original_max_position_embeddings)
-        length = torch.tensor(l0, dtype=torch.float64)
-        if seq_len is not None:
-            length = torch.maximum(seq_len.detach().to(torch.float64), length.to(seq_len.device))
-        return s * length / l0 - (s - 1)
+        s, l0 = self.cfg.factor, self.cfg.original_max_position_embeddings
+        return s * current_length(seq_len, l0) / float(l0) - (s - 1)
 
     def rewrite(self, inv_freq: Tensor, seq_len: Tensor | None = None) -> tuple[Tensor, float]:
         return ntk_rescale(inv_freq, self.rotary_dim, self.base_ratio(seq_len)).to(inv_freq.dtype), 1.0

@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 
 from rope_lab.pe.registry import register_scaling
-from rope_lab.pe.scaling import KV_CACHE_MODES, Scaling
-from rope_lab.pe.scalings.common import check_original_length, check_positive
+from rope_lab.pe.scaling import Scaling
+from rope_lab.pe.scalings.common import check_kv_cache, check_original_length, check_positive
 
 
 @register_scaling("longrope")
@@ -45,8 +45,7 @@ class LongRoPEScaling(Scaling):
         check_positive("factor", "longrope", cfg.factor, allow_none=True)
         check_positive("max_position_embeddings", "longrope", cfg.max_position_embeddings, allow_none=True)
         check_positive("attention_factor", "longrope", cfg.attention_factor, allow_none=True)
-        if cfg.kv_cache not in KV_CACHE_MODES:
-            raise ValueError(f"pe.scaling.kv_cache must be one of {list(KV_CACHE_MODES)}; got {cfg.kv_cache!r}")
+        check_kv_cache(cfg.kv_cache)
         for key in ("short_factor", "long_factor"):
             bad = [v for v in getattr(cfg, key) if not v > 0]
             if bad:
