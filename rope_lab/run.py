@@ -91,6 +91,14 @@ def _check_steps(cfg: DictConfig) -> None:
                         f"schedule and the results are sized by it); choose an integer >= 1")
 
 
+def _check_grad_clip(cfg: DictConfig) -> None:
+    ours, theirs = cfg.get("optim", {}).get("grad_clip"), cfg.trainer.get("gradient_clip_val")
+    if ours and float(ours) > 0 and theirs and float(theirs) > 0:
+        raise UserError(f"optim.grad_clip={ours} and trainer.gradient_clip_val={theirs} both clip gradients; set one "
+                        f"(optim.grad_clip=null to use Lightning's trainer.gradient_clip_val[/_algorithm], or "
+                        f"trainer.gradient_clip_val=null to keep rope_lab's global-norm optim.grad_clip)")
+
+
 def _check_finished_fit(trainer: L.Trainer) -> None:
     """A run that took no step or saved no checkpoint has no result to record."""
     if trainer.global_step == 0:
@@ -119,10 +127,12 @@ def run(cfg: DictConfig, run_dir: str | Path) -> float:
 
 def _run_locked(cfg: DictConfig, run_dir: Path) -> float:
     run_dir_lib.check_not_finished(run_dir, cfg.get("ckpt_path"))
-    for path in run_dir_lib.remove_partial_saves(run_dir):
-        log.warning("removed %s, left by a checkpoint save that was killed midway", path)
+    if not _is_launcher_child():  # a DDP child re-runs train.py in rank 0's dir; rank 0 holds the lock and tidies
+        for path in run_dir_lib.remove_partial_saves(run_dir):
+            log.warning("removed %s, left by a checkpoint save that was killed midway", path)
     ckpt_path = run_dir_lib.resolve_ckpt(run_dir, cfg.get("ckpt_path"))
     _check_steps(cfg)
+    _check_grad_clip(cfg)
     L.seed_everything(int(cfg.seed), workers=True)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "highest"))
     task, module, datamodule, model = build(cfg)
@@ -149,6 +159,8 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> float:
     _check_finished_fit(trainer)
     metrics = {k: v.item() for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     source = getattr(datamodule, "source", None)
+    if not trainer.is_global_zero:  # the other ranks trained the same run; rank 0 records it once
+        return metrics.get(task.monitor, float("nan"))
     write_results(run_dir, metrics, {"task": task.name, "pe": model.pe.name, "data_source": source,
                                      "pe_repr": hparams["pe_repr"], "global_step": trainer.global_step,
                                      "n_params": hparams["n_params"],

@@ -63,3 +63,23 @@ class PoisonWeightsAtStep(L.Callback):
             with torch.no_grad():
                 for p in pl_module.parameters():
                     p.fill_(float("nan"))
+
+
+class RecordSampleHashes(L.Callback):
+    """Writes ``<out_dir>/samples_rank<r>.txt``: one line per training sample this rank read, its step and a hash
+    of its tokens (the DDP test checks that ranks read disjoint shards)."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        import hashlib
+        from pathlib import Path
+
+        rows = batch["tokens"] if isinstance(batch, dict) else batch[0]
+        path = Path(self.out_dir) / f"samples_rank{trainer.global_rank}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            for row in rows:
+                digest = hashlib.sha1(row.detach().cpu().numpy().tobytes()).hexdigest()
+                f.write(f"{trainer.global_step} {digest}\n")

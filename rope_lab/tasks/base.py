@@ -41,5 +41,16 @@ class TaskModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """One clipping, never two: ``optim.grad_clip`` (global norm) when set, else Lightning's
+        ``trainer.gradient_clip_val``/``gradient_clip_algorithm``; rope_lab.run refuses both at once."""
         if self.optim_cfg.grad_clip and self.optim_cfg.grad_clip > 0:
+            from torch.distributed.fsdp import FullyShardedDataParallel
+
+            root = self.trainer.strategy.model
+            if isinstance(root, FullyShardedDataParallel):  # a norm over sharded grads needs the root's own method
+                root.clip_grad_norm_(self.optim_cfg.grad_clip)
+                return
             self.clip_gradients(optimizer, gradient_clip_val=self.optim_cfg.grad_clip, gradient_clip_algorithm="norm")
+        elif gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val,
+                                gradient_clip_algorithm=gradient_clip_algorithm)

@@ -34,7 +34,7 @@ def _corpus(tmp_path: Path) -> list[str]:
 @pytest.mark.parametrize("accumulate", [1, 2, 3])
 def test_lm_dataset_holds_every_micro_batch(tmp_path, accumulate):
     cfg = _compose(*TINY_LM, *_corpus(tmp_path), "trainer.max_steps=5",
-                   f"+trainer.accumulate_grad_batches={accumulate}")
+                   f"trainer.accumulate_grad_batches={accumulate}")
     _, module, datamodule, _ = build(cfg)
     datamodule.setup()
     assert len(datamodule.train_dataloader().dataset) == 5 * accumulate * 2
@@ -52,7 +52,7 @@ def test_lm_training_with_accumulation_never_repeats_a_sample(tmp_path, monkeypa
         return original(self, i)
 
     monkeypatch.setattr(lm_data.TrainWindows, "__getitem__", recording)
-    cfg = _compose(*TINY_LM, *_corpus(tmp_path), "trainer.max_steps=4", "+trainer.accumulate_grad_batches=2")
+    cfg = _compose(*TINY_LM, *_corpus(tmp_path), "trainer.max_steps=4", "trainer.accumulate_grad_batches=2")
     _, module, datamodule, _ = build(cfg)
     trainer = L.Trainer(max_steps=4, accumulate_grad_batches=2, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
@@ -69,6 +69,6 @@ def test_lm_training_with_accumulation_never_repeats_a_sample(tmp_path, monkeypa
     ["task=vniah", "backbone=video_llm", "pe=videorope"],
 ], ids=lambda o: o[0].split("=")[1])
 def test_step_sized_datamodules_get_micro_batches(overrides):
-    cfg = _compose(*overrides, "trainer.max_steps=7", "+trainer.accumulate_grad_batches=3")
+    cfg = _compose(*overrides, "trainer.max_steps=7", "trainer.accumulate_grad_batches=3")
     _, module, datamodule, _ = build(cfg)
     assert datamodule.total_steps == 21 and module.total_steps == 7

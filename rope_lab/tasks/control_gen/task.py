@@ -29,7 +29,7 @@ from rope_lab.tasks.control_gen.control import frame_accuracy, melody, one_hot
 from rope_lab.tasks.control_gen.positions import control_positions, strip_positions
 from rope_lab.tasks.image_gen.datamodule import TrainImages
 from rope_lab.tasks.image_gen.flow import SAMPLERS, T_SAMPLING, check_guidance, interpolate, sample, sample_t
-from rope_lab.tasks.lm.datamodule import ResumableLoader
+from rope_lab.tasks.lm.datamodule import ResumableLoader, train_samples
 
 SIZE = 28
 
@@ -77,7 +77,7 @@ class ControlGenDataModule(L.LightningDataModule):
             self.test_images, self.test_labels, _ = load_fashion_mnist("test", c.data_dir, c.data_path)
 
     def train_dataloader(self) -> DataLoader:
-        ds = TrainImages(self.train_images, self.train_labels, self.total_steps * self.cfg.batch_size, self.seed)
+        ds = TrainImages(self.train_images, self.train_labels, train_samples(self, self.cfg.batch_size), self.seed)
         return ResumableLoader(ds, self.cfg.batch_size, self.cfg.num_workers)
 
     def val_dataloader(self) -> DataLoader:

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rope_lab.data.fashion_mnist import CLASSES, load_fashion_mnist
-from rope_lab.tasks.lm.datamodule import ResumableLoader
+from rope_lab.tasks.lm.datamodule import ResumableLoader, train_samples
 
 log = logging.getLogger(__name__)
 PAD = 256
@@ -95,7 +95,7 @@ class ImageGenDataModule(L.LightningDataModule):
         return torch.from_numpy(x)[:, None]
 
     def train_dataloader(self) -> DataLoader:
-        size = self.total_steps * self.cfg.batch_size
+        size = train_samples(self, self.cfg.batch_size)
         ds = TrainImages(self.train_images, self.train_labels, size, self.seed)
         return ResumableLoader(ds, self.cfg.batch_size, self.cfg.num_workers)
 

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rope_lab.data.aircraft import load_tracks
-from rope_lab.tasks.lm.datamodule import ResumableLoader
+from rope_lab.tasks.lm.datamodule import ResumableLoader, train_samples
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -186,7 +186,7 @@ class TrajectoryDataModule(L.LightningDataModule):
         log.info("trajectory scenes %s; skipped/masked: %s", counts, dict(self.stats))
 
     def train_dataloader(self) -> DataLoader:
-        ds = TrainScenes(self.scenes["train"], self.total_steps * self.cfg.batch_size, self.seed)
+        ds = TrainScenes(self.scenes["train"], train_samples(self, self.cfg.batch_size), self.seed)
         loader = ResumableLoader(ds, self.cfg.batch_size, self.cfg.num_workers)
         loader.collate_fn = collate
         return loader

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from rope_lab.data.fashion_mnist import CLASSES, load_fashion_mnist
 from rope_lab.data.video_frames import load_haystack_frames
-from rope_lab.tasks.lm.datamodule import ResumableLoader
+from rope_lab.tasks.lm.datamodule import ResumableLoader, train_samples
 from rope_lab.tasks.vniah.needles import NeedleBank, distractor_slot, to_frame
 from rope_lab.tasks.vniah.positions import Segments, layout_coords
 
@@ -152,7 +152,7 @@ class VNIAHDataModule(L.LightningDataModule):
         log.info("V-NIAH data: %s", self.source)
 
     def train_dataloader(self) -> DataLoader:
-        ds = TrainItems(self.train_builder, self.total_steps * self.cfg.batch_size, self.seed)
+        ds = TrainItems(self.train_builder, train_samples(self, self.cfg.batch_size), self.seed)
         return ResumableLoader(ds, self.cfg.batch_size, self.cfg.num_workers)
 
     def cells(self) -> list[tuple[int, float]]:
