@@ -23,10 +23,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rope_lab.run import build, load_model_weights
+from rope_lab.run_dir import config_file
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-#: where a run keeps its config, in order of preference (run_config.yaml: immutable, resolved, written once)
-RUN_CONFIGS = ("run_config.yaml", ".hydra/config.yaml")
 #: groups that rewrite the whole config (``@package _global_``) or Hydra itself: not swappable after training
 GLOBAL_GROUPS = ("experiment", "debug", "sweep", "hydra")
 
@@ -44,18 +43,10 @@ def parse_overrides(argv: list[str]) -> dict:
     return {("+" if o.is_add() else "") + o.key_or_group: o.value() for o in parsed}
 
 
-def run_config_file(run_dir: Path) -> Path | None:
-    """The run's config file (``run_config.yaml``, else ``.hydra/config.yaml``), or None."""
-    for name in RUN_CONFIGS:
-        if (run_dir / name).is_file():
-            return run_dir / name
-    return None
-
-
 def run_dir_of(ckpt_path: Path) -> Path:
     """<run>/checkpoints/x.ckpt -> <run> (the folder holding run_config.yaml or .hydra/config.yaml)."""
     for parent in Path(ckpt_path).resolve().parents:
-        if run_config_file(parent) is not None:
+        if config_file(parent) is not None:
             return parent
     raise FileNotFoundError(f"no run_config.yaml or .hydra/config.yaml above {ckpt_path}; was it written by train.py?")
 
@@ -144,16 +135,16 @@ def evaluate(ckpt_path: str, overrides: dict) -> dict[str, float]:
     if not ckpt.is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path} is not a file")
     run_dir = run_dir_of(ckpt)
-    config_file = run_config_file(run_dir)
-    cfg = OmegaConf.load(config_file)
-    apply_overrides(cfg, overrides, str(config_file))
+    source = config_file(run_dir)
+    cfg = OmegaConf.load(source)
+    apply_overrides(cfg, overrides, str(source))
     changes = [f"{k}={v}" for k, v in overrides.items()]
     L.seed_everything(int(cfg.seed), workers=True)
     task, module, datamodule, model = build(cfg, load_init=False)
     try:  # a Lightning checkpoint of this run, or a plain state dict of the model (same rules as init_ckpt)
         load_model_weights(module.model, str(ckpt))
     except ValueError as err:
-        raise ValueError(f"ckpt_path={ckpt} does not fit the model built from {config_file} and the eval "
+        raise ValueError(f"ckpt_path={ckpt} does not fit the model built from {source} and the eval "
                          f"overrides: {err.__cause__ or err}") from err
     out_dir = run_dir / "eval" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -167,7 +158,7 @@ def evaluate(ckpt_path: str, overrides: dict) -> dict[str, float]:
     pe_config = OmegaConf.to_container(cfg.pe, resolve=True)
     (out_dir / "results.json").write_text(json.dumps(
         {"metrics": metrics, "ckpt_path": str(ckpt), "overrides": changes, "task": task.name, "pe": model.pe.name,
-         "pe_repr": repr(model.pe), "pe_config": pe_config, "run_config": str(config_file),
+         "pe_repr": repr(model.pe), "pe_config": pe_config, "run_config": str(source),
          "data_source": getattr(datamodule, "source", None)},
         indent=2, sort_keys=True, default=str))
     curve = getattr(task, "curve", None)

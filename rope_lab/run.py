@@ -62,7 +62,7 @@ def build(cfg: DictConfig, load_init: bool = True):
     spec = task.spec()
     pe = build_pe(cfg.pe)
     pe.check_compatible(spec.num_axes, spec.causal, multimodal=bool(spec.extra.get("multimodal", False)),
-                        axes=spec.extra.get("axes"))
+                        axes=spec.axes)
     backbone_cls, backbone_cfg = BACKBONE.config(cfg.backbone)
     allowed = getattr(task, "backbones", None)
     if allowed and backbone_cls.name not in allowed:

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from rope_lab.cli import UserError
 
 CONFIG_FILE = "run_config.yaml"
+ABSENT = "<absent>"
 RESULTS_FILE = "results.json"
 LOCK_FILE = ".lock"
 #: keys that may differ between a run's start and its resumption: how to resume, log and show progress, not what
@@ -93,8 +94,9 @@ def record_config(run_dir: Path, cfg: DictConfig) -> None:
         tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(now)))
         os.replace(tmp, path)
         return
+    # keys the recorded config lacks came with a newer rope_lab (their defaults keep the old behaviour)
     changed = [d for d in _differences(_plain(OmegaConf.load(path)), now)
-               if not any(d[0] == k or d[0].startswith(k + ".") for k in RESUME_FREE)]
+               if d[1] != ABSENT and not any(d[0] == k or d[0].startswith(k + ".") for k in RESUME_FREE)]
     if changed:
         shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed[:8])
         raise UserError(f"{run_dir} was started with another config ({shown}); a resume continues the run exactly "
@@ -106,17 +108,24 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for key in sorted(set(a) | set(b), key=str):
-            out += _differences(a.get(key, "<absent>"), b.get(key, "<absent>"), f"{prefix}{key}.")
+            out += _differences(a.get(key, ABSENT), b.get(key, ABSENT), f"{prefix}{key}.")
         return out
     return [] if a == b else [(prefix.rstrip("."), a, b)]
 
 
+def config_file(run_dir: Path) -> Path | None:
+    """Where a run's config is: ``run_config.yaml``, or ``.hydra/config.yaml`` for runs older than it (None: not a
+    run dir)."""
+    return next((p for p in (run_dir / CONFIG_FILE, run_dir / ".hydra" / "config.yaml") if p.is_file()), None)
+
+
 def stored_config(run_dir: Path) -> DictConfig:
-    """The config a run was started with (``run_config.yaml``; older runs: ``.hydra/config.yaml``)."""
-    for path in (run_dir / CONFIG_FILE, run_dir / ".hydra" / "config.yaml"):
-        if path.is_file():
-            return OmegaConf.load(path)
-    raise FileNotFoundError(f"{run_dir} has no {CONFIG_FILE} (nor .hydra/config.yaml); was it written by train.py?")
+    """The config a run was started with (see :func:`config_file`)."""
+    path = config_file(run_dir)
+    if path is None:
+        raise FileNotFoundError(f"{run_dir} has no {CONFIG_FILE} (nor .hydra/config.yaml); was it written by "
+                                f"train.py?")
+    return OmegaConf.load(path)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -13,13 +13,6 @@ from rope_lab.analysis.results import load_runs, markdown_table, metric_table
 from rope_lab.analysis.tables import load_makers
 
 
-def training_runs(runs: list) -> list:
-    """Only training run dirs count: ``<run>/eval/<time>/results.json`` (eval.py) is an evaluation of a run, not a
-    run; a training run dir holds its config (``run_config.yaml`` or ``.hydra/config.yaml``)."""
-    return [r for r in runs
-            if (r.run_dir / "run_config.yaml").is_file() or (r.run_dir / ".hydra" / "config.yaml").is_file()]
-
-
 def main(argv: list[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=Path, help="run dir, sweep dir or outputs tree holding results.json files")
@@ -27,7 +20,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     args = parser.parse_args(argv)
     if not args.root.exists():
         parser.error(f"{args.root} does not exist")
-    runs = training_runs(load_runs(args.root))
+    runs = load_runs(args.root)
     if not runs:
         parser.error(f"no finished training runs (results.json next to run_config.yaml or .hydra/config.yaml) "
                      f"under {args.root}")

@@ -86,7 +86,7 @@ def test_drope_on_token_indices_is_refused_listing_compatible_pes():
 def test_heading_variants_fit_the_trajectory_task():
     spec = TASK.build(_compose("task=trajectory").task).spec()
     for name in ("drope", "drope_rope", "rope_2d", "rpe"):
-        build_pe({"name": name}).check_compatible(spec.num_axes, spec.causal, axes=spec.extra["axes"])
+        build_pe({"name": name}).check_compatible(spec.num_axes, spec.causal, axes=spec.axes)
 
 
 @pytest.mark.parametrize("pe,task", [("rope_2d", "image_cls"), ("hirope", "image_cls"), ("drope", "image_gen"),
@@ -95,7 +95,7 @@ def test_variants_that_give_axes_a_meaning_refuse_other_axes(pe, task):
     overrides = ["task.id_axes=3"] if pe == "rpe" else []
     spec = TASK.build(_compose(f"task={task}", *overrides).task).spec()
     with pytest.raises(ValueError, match=rf"pe={pe}.*compatible variants"):
-        build_pe({"name": pe}).check_compatible(spec.num_axes, spec.causal, axes=spec.extra["axes"])
+        build_pe({"name": pe}).check_compatible(spec.num_axes, spec.causal, axes=spec.axes)
 
 
 def test_vit_on_the_lm_task_is_refused_at_build():
@@ -107,7 +107,7 @@ def test_every_task_declares_its_axes_and_backbones():
     for name in TASK.names():
         task = TASK.build(_compose(f"task={name}").task)
         spec = task.spec()
-        axes = spec.extra.get("axes")
+        axes = spec.axes
         assert axes is not None and len(axes) == spec.num_axes, (name, axes)
         assert set(axes) <= set(AXIS_NAMES), (name, axes)
         assert getattr(task, "backbones", None), name

@@ -75,3 +75,14 @@ def test_csv_logger_keeps_rows_and_drops_those_after_a_restored_step(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     assert [(r["step"], r["train/loss"], r["val/ppl"]) for r in rows] == [("0", "0.0", ""), ("1", "1.0", ""),
                                                                          ("2", "20.0", "3.0")]
+
+
+def test_keys_a_newer_rope_lab_added_do_not_block_a_resume(tmp_path):
+    old = cfg()
+    run_dir.record_config(tmp_path, old)
+    newer = cfg()
+    newer.trainer.accumulate_grad_batches = 1  # a key the run's rope_lab did not have yet
+    run_dir.record_config(tmp_path, newer)
+    newer.trainer.max_steps = 7  # a key it had: still refused
+    with pytest.raises(UserError, match="trainer.max_steps: 6 -> 7"):
+        run_dir.record_config(tmp_path, newer)

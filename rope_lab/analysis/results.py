@@ -1,4 +1,4 @@
-"""Read finished runs (``results.json`` + ``.hydra/config.yaml``) from outputs/ or multirun/ folders."""
+"""Read finished runs (``results.json`` + the run's config) from outputs/ or multirun/ folders."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from rope_lab.run_dir import config_file
 
 
 @dataclass
@@ -26,13 +28,17 @@ class RunResult:
 
 
 def load_runs(root: Path | str) -> list[RunResult]:
-    """Every finished run under ``root`` (a run dir, a sweep dir, or a whole outputs tree)."""
+    """Every finished training run under ``root`` (a run dir, a sweep dir, or a whole outputs tree). A
+    ``results.json`` without the run's config beside it (eval.py's ``<run>/eval/<time>/``) is not a run."""
     runs = []
     for res in sorted(Path(root).rglob("results.json")):
         run_dir = res.parent
+        cfg_path = config_file(run_dir)
+        if cfg_path is None:
+            continue
         data = json.loads(res.read_text())
-        cfg_path, ovr_path = run_dir / ".hydra" / "config.yaml", run_dir / ".hydra" / "overrides.yaml"
-        cfg = OmegaConf.to_container(OmegaConf.load(cfg_path)) if cfg_path.exists() else {}
+        ovr_path = run_dir / ".hydra" / "overrides.yaml"
+        cfg = OmegaConf.to_container(OmegaConf.load(cfg_path))
         overrides = list(OmegaConf.load(ovr_path)) if ovr_path.exists() else []
         runs.append(RunResult(run_dir, data.get("task", "?"), data.get("pe", "?"), data["metrics"], cfg, overrides))
     return runs

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 # Modality codes carried in ``Positions.modality``.
 TEXT, IMAGE, VIDEO = 0, 1, 2
-#: What a task's coordinate axes can mean (a task lists its axes in ``TaskSpec.extra["axes"]``; a variant that
+#: What a task's coordinate axes can mean (a task lists its axes in ``TaskSpec.axes``; a variant that
 #: gives axes a meaning lists the ones it reads in ``PositionalEncoding.axes``).
 AXIS_NAMES = {
     "token": "index in a 1-D sequence (text tokens, frames or strips in order)",
@@ -144,7 +144,7 @@ class PositionalEncoding(nn.Module):
     multimodal: bool = False
     #: what each coordinate axis must mean, in order, for a variant that gives axes a meaning (DRoPE's heading is an
     #: angle, rope_2d's x and y are metres, HiRoPE's second level is a unit index): the task's axes (its spec's
-    #: ``extra["axes"]``, names from AXIS_NAMES) must be the first k of these, min_axes <= k <= max_axes.
+    #: ``axes``, names from AXIS_NAMES) must be the first k of these, min_axes <= k <= max_axes.
     #: None: every axis is a generic coordinate and only the count is checked.
     axes: tuple[str, ...] | None = None
 

@@ -20,11 +20,18 @@ register_task = TASK.register
 class TaskSpec:
     """Facts a task fixes for the backbone and the PE (checked against the PE's capabilities at build)."""
 
+    def __post_init__(self) -> None:
+        if self.axes is not None and len(self.axes) != self.num_axes:
+            raise ValueError(f"TaskSpec: axes {self.axes} name {len(self.axes)} axes, num_axes is {self.num_axes}")
+
     num_axes: int = 1
     causal: bool = True
     vocab_size: int | None = None
     num_classes: int | None = None
     max_tokens: int = 4096
+    #: what each of the ``num_axes`` coordinate axes means, in order (names from rope_lab.pe.base.AXIS_NAMES),
+    #: checked against the axes a variant reads (``PositionalEncoding.axes``) at build time; None: generic axes
+    axes: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -163,8 +163,8 @@ class ControlGenTask:
 
     def spec(self) -> TaskSpec:
         return TaskSpec(num_axes=1, causal=False, num_classes=10, max_tokens=SIZE,
-                        extra={"in_channels": 1, "control_dim": self.cfg.bins + 1,
-                               "axes": ("token",)})  # column strips in order
+                        axes=("token",),  # column strips in order
+                        extra={"in_channels": 1, "control_dim": self.cfg.bins + 1})
 
     def datamodule(self, seed: int, total_steps: int) -> ControlGenDataModule:
         return ControlGenDataModule(self.cfg, seed, total_steps)

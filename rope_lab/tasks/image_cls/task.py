@@ -33,7 +33,7 @@ class ImageClassificationTask:
         channels = self.cfg.channels or (1 if self.cfg.dataset == "fashion_mnist" else 3)
         return TaskSpec(num_axes=2, causal=False, num_classes=self.num_classes(),
                         max_tokens=1 + max(self.cfg.eval_resolutions) ** 2,
-                        extra={"image_size": self.cfg.train_resolution, "channels": channels, "axes": ("row", "col")})
+                        axes=("row", "col"), extra={"image_size": self.cfg.train_resolution, "channels": channels})
 
     def datamodule(self, seed: int, total_steps: int) -> ImageClsDataModule:
         return ImageClsDataModule(self.cfg, seed)

@@ -36,8 +36,8 @@ class ImageGenTask:
         longest = max(self.cfg.eval_sizes) ** 2 + self.cfg.text_tokens
         return TaskSpec(num_axes=self.cfg.id_axes, causal=False, num_classes=10, max_tokens=longest,
                         extra={"in_channels": 1, "text_tokens": self.cfg.text_tokens,
-                               "image_size": self.cfg.image_size,
-                               "axes": ("row", "col") if self.cfg.id_axes == 2 else ("t", "row", "col")})
+                               "image_size": self.cfg.image_size},
+                        axes=("row", "col") if self.cfg.id_axes == 2 else ("t", "row", "col"))
 
     def datamodule(self, seed: int, total_steps: int) -> ImageGenDataModule:
         return ImageGenDataModule(self.cfg, seed, total_steps)

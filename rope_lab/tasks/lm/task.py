@@ -25,7 +25,7 @@ class LMLongContextTask:
     def spec(self) -> TaskSpec:
         longest = max(self.cfg.eval_lengths + self.cfg.passkey_lengths + [self.cfg.train_length])
         return TaskSpec(num_axes=1, causal=True, vocab_size=VOCAB_SIZE, max_tokens=longest + self.cfg.position_offset,
-                        extra={"axes": ("token",)})
+                        axes=("token",))
 
     def datamodule(self, seed: int, total_steps: int) -> LMDataModule:
         return LMDataModule(self.cfg, seed, total_steps)

@@ -24,8 +24,8 @@ class TrajectoryTask:
     def spec(self) -> TaskSpec:
         c = self.cfg
         extra = {"in_features": c.past_steps * FEATURES_PER_STEP, "future_steps": c.future_steps,
-                 "num_modes": c.num_modes, "axes": ("x", "y", "heading")}
-        return TaskSpec(num_axes=3, causal=False, max_tokens=c.max_agents, extra=extra)
+                 "num_modes": c.num_modes}
+        return TaskSpec(num_axes=3, causal=False, max_tokens=c.max_agents, axes=("x", "y", "heading"), extra=extra)
 
     def datamodule(self, seed: int, total_steps: int) -> TrajectoryDataModule:
         return TrajectoryDataModule(self.cfg, seed, total_steps)

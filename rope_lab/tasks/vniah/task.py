@@ -31,7 +31,8 @@ class VNIAHTask:
         longest_grids = max(c.eval_frames + [c.train_frames]) // c.temporal_patch_size + 2
         seg = VNIAHBuilder(c, None, None).segments(longest_grids)
         return TaskSpec(num_axes=4, causal=True, vocab_size=VOCAB_SIZE, max_tokens=seg.length,
-                        extra={"multimodal": True, "axes": ("index", "t", "row", "col"),
+                        axes=("index", "t", "row", "col"),
+                        extra={"multimodal": True,
                                "frame_size": c.frame_size, "channels": 1,
                                "patch_size": c.patch_size, "temporal_patch_size": c.temporal_patch_size,
                                "merge_size": c.merge_size})
