@@ -76,3 +76,15 @@ def test_results_page_regenerates_identically(tmp_path):
     page = results_page.write_page(tmp_path / "results.md", tmp_path / "results.png")
     assert page.read_text() == results_page.PAGE.read_text()
     assert (tmp_path / "results.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("name", [n for n in study.available() if (study.EXPERIMENTS / n / "expected.csv").is_file()])
+def test_paper_numbers_on_the_results_page_come_from_expected_csv(name):
+    """Every decimal number a claim quotes from the paper (study.yaml `paper`, shown on docs/results.md) is one of
+    the paper numbers recorded, with their sources, in the study's expected.csv."""
+    import re
+
+    recorded = set(re.findall(r"-?\d+\.?\d*", (study.EXPERIMENTS / name / "expected.csv").read_text()))
+    for claim in study.StudySpec.load(name).claims:
+        quoted = re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", claim.paper)
+        assert all(n in recorded or str(float(n)) in recorded for n in quoted), (claim.claim, quoted)

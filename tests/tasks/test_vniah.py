@@ -148,6 +148,7 @@ def test_summary_table_and_side_by_side_heatmaps(tmp_path):
         metrics = {f"vniah_d/acc/len={n}/depth={d:g}": acc for n in (16, 32) for d in (0.0, 0.5, 1.0)}
         metrics["vniah_d/acc"] = acc
         (run / "results.json").write_text(json.dumps({"metrics": metrics, "task": "vniah_d", "pe": pe}))
+        (run / "run_config.yaml").write_text(f"pe: {{name: {pe}}}\n")  # a training run's record (load_runs)
     table, plot = vniah_d_tables(load_runs(tmp_path), tmp_path)
     text = table.read_text()
     assert text.index("mrope") < text.index("videorope")  # paper order: rope, tad_rope, mrope, videorope, ...
