@@ -117,17 +117,18 @@ def run(cfg: DictConfig, run_dir: str | Path) -> float:
     The run dir is locked while training; its config is recorded once (``run_config.yaml``) and a resume must
     match it; ``results.json`` is written only after a fit that took steps and saved its last checkpoint."""
     run_dir = Path(run_dir)
-    held = None if _is_launcher_child() else run_dir_lib.lock(run_dir)
+    rank0 = not _is_launcher_child()  # a DDP child re-runs train.py in rank 0's dir; rank 0 locks and tidies it
+    held = run_dir_lib.lock(run_dir) if rank0 else None
     try:
-        return _run_locked(cfg, run_dir)
+        return _run_locked(cfg, run_dir, rank0)
     finally:
         if held is not None:
             held.release()
 
 
-def _run_locked(cfg: DictConfig, run_dir: Path) -> float:
+def _run_locked(cfg: DictConfig, run_dir: Path, rank0: bool) -> float:
     run_dir_lib.check_not_finished(run_dir, cfg.get("ckpt_path"))
-    if not _is_launcher_child():  # a DDP child re-runs train.py in rank 0's dir; rank 0 holds the lock and tidies
+    if rank0:
         for path in run_dir_lib.remove_partial_saves(run_dir):
             log.warning("removed %s, left by a checkpoint save that was killed midway", path)
     ckpt_path = run_dir_lib.resolve_ckpt(run_dir, cfg.get("ckpt_path"))
@@ -136,7 +137,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> float:
     L.seed_everything(int(cfg.seed), workers=True)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "highest"))
     task, module, datamodule, model = build(cfg)
-    if not _is_launcher_child():
+    if rank0:
         run_dir_lib.record_config(run_dir, cfg)
     loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
