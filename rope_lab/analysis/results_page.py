@@ -34,7 +34,7 @@ def collect() -> list[tuple[study_lib.StudySpec, dict, list[study_lib.ClaimResul
 
 
 def ours(r: study_lib.ClaimResult) -> str:
-    return f"{r.claim.better} {r.better} vs {r.claim.than} {r.than}; difference {r.difference}"
+    return f"{r.claim.better} {r.better} vs {r.claim.than_label} {r.than}; difference {r.difference}"
 
 
 def rows(collected) -> list[list]:

@@ -13,6 +13,8 @@ with confidence intervals, and its claims get a verdict from the paired differen
     claims:
       - {claim: "0.75-RoPE beats RoPE", metric: val/ppl@128, better: 0.75-RoPE, than: RoPE,
          lower_is_better: true, paper: "4.4414 vs 4.4627 (Table 2)"}
+      - {claim: "RoPE beats the unigram floor", metric: val/ppl@128, better: RoPE, than: RoPE,
+         than_metric: val/unigram_ppl@128}     # a baseline the task logs in the same runs
 
 Results, generated and never typed by hand (``experiments/<study>/results/``, or a fresh git-ignored folder unless
 ``--write``): ``runs.csv`` (one row per variant x seed x metric), ``manifest.json`` (commit, command, overrides,
@@ -52,6 +54,17 @@ class Claim:
     than: str
     lower_is_better: bool = True
     paper: str = ""
+    # compare against another metric of the ``than`` variant's own runs (a trivial baseline the task logs, e.g. the
+    # constant-velocity floor test/cv_minADE, or the same sampler with the control off), paired by seed
+    than_metric: str | None = None
+
+    @property
+    def baseline_metric(self) -> str:
+        return self.than_metric or self.metric
+
+    @property
+    def than_label(self) -> str:
+        return f"{self.than} ({self.than_metric})" if self.than_metric else self.than
 
 
 @dataclass
@@ -86,6 +99,10 @@ class StudySpec:
                 raise ValueError(f"{path}: claim '{c.claim}' names unknown variant(s) {sorted(missing)}; "
                                  f"variants: {list(spec.variants)}")
         return spec
+
+    def recorded_metrics(self) -> list[str]:
+        """Every metric runs.csv keeps: the reported ones and those the claims compare (baselines included)."""
+        return sorted(set(self.metrics) | {c.metric for c in self.claims} | {c.baseline_metric for c in self.claims})
 
     def check_runnable(self) -> None:
         """Every variant must be a train.py command; analysis studies (variants ``[]``) run their reproduce.py."""
@@ -158,7 +175,7 @@ def run_study(spec: StudySpec, seeds: int, budget: str, extra: list[str], out: P
             metrics, spent = train_one(runs_root / _slug(variant) / f"seed{seed}", overrides)
             cpu += spent
             rows += [{"variant": variant, "seed": seed, "metric": m, "value": metrics.get(m, math.nan)}
-                     for m in sorted(set(spec.metrics) | {c.metric for c in spec.claims})]
+                     for m in spec.recorded_metrics()]
     out.mkdir(parents=True, exist_ok=True)
     write_runs(out / RUNS_CSV, rows)
     b = spec.budgets.get(budget, Budget())
@@ -225,7 +242,7 @@ def evaluate_claims(spec: StudySpec, runs: dict) -> list[ClaimResult]:
     out = []
     for c in spec.claims:
         per_variant = runs.get(c.metric, {})
-        a, b = per_variant.get(c.better, {}), per_variant.get(c.than, {})
+        a, b = per_variant.get(c.better, {}), runs.get(c.baseline_metric, {}).get(c.than, {})
         sign = -1.0 if c.lower_is_better else 1.0
         diff = stats.paired_difference({s: sign * v for s, v in a.items()}, {s: sign * v for s, v in b.items()})
         floor = stats.pooled_sd([list(v.values()) for v in per_variant.values()])
@@ -243,6 +260,10 @@ def budget_text(manifest: dict) -> str:
     return f"{steps}{time_text}".strip(", ") or "?"
 
 
+def _than_cell(r: ClaimResult) -> str:
+    return f"{r.than} ({r.claim.than_metric})" if r.claim.than_metric else str(r.than)
+
+
 def write_summary(spec: StudySpec, folder: Path) -> dict:
     """summary.md + summary.json of one study from its runs.csv and manifest.json."""
     runs = read_runs(folder / RUNS_CSV)
@@ -252,7 +273,7 @@ def write_summary(spec: StudySpec, folder: Path) -> dict:
     variant_rows = [[v] + [str(stats.mean_interval(list(runs[m].get(v, {}).values()))) for m in metrics]
                     for v in spec.variants]
     claims = evaluate_claims(spec, runs)
-    claim_rows = [[r.claim.claim, r.claim.metric, str(r.better), str(r.than), str(r.difference),
+    claim_rows = [[r.claim.claim, r.claim.metric, str(r.better), _than_cell(r), str(r.difference),
                    f"{r.noise_floor:.3g}" if math.isfinite(r.noise_floor) else "n/a", r.verdict] for r in claims]
     seeds = len(manifest.get("seeds", []))
     lines = [f"# {spec.title}: results", "",
@@ -267,6 +288,7 @@ def write_summary(spec: StudySpec, folder: Path) -> dict:
     (folder / SUMMARY_MD).write_text("\n".join(lines))
     summary = {"study": spec.name, "seeds": seeds, "budget": budget_text(manifest),
                "claims": [{"claim": r.claim.claim, "paper": r.claim.paper, "metric": r.claim.metric,
+                           "than_metric": r.claim.than_metric,
                            "better": _jsonable(r.better), "than": _jsonable(r.than),
                            "difference": _jsonable(r.difference), "noise_floor": r.noise_floor,
                            "verdict": r.verdict} for r in claims]}

@@ -45,6 +45,22 @@ def test_runner_trains_every_variant_and_seed_and_decides_by_the_paired_interval
     assert "| A beats B |" in (out / study.SUMMARY_MD).read_text()
 
 
+def test_a_claim_against_a_baseline_metric_pairs_the_same_runs(monkeypatch, tmp_path):
+    """``than_metric``: the variant's own runs against a trivial baseline the task logs (e.g. constant velocity)."""
+    spec = study.StudySpec(name="fake", title="Fake", variants={"A": ["pe=rope"]}, metrics=["test/ade"],
+                           claims=[study.Claim("A beats constant velocity", "test/ade", "A", "A", True, "",
+                                               than_metric="test/cv_ade")])
+    values = {0: (100.0, 130.0), 1: (104.0, 131.0), 2: (98.0, 129.5)}
+    monkeypatch.setattr(study, "train_one", lambda run_dir, o: (dict(zip(
+        ["test/ade", "test/cv_ade"], values[int(o[-1].split("=")[1])])), 0.0))
+    out = study.run_study(spec, seeds=3, budget="full", extra=[], out=tmp_path, command="cmd")
+    assert spec.recorded_metrics() == ["test/ade", "test/cv_ade"]
+    claim = json.loads((out / study.SUMMARY_JSON).read_text())["claims"][0]
+    assert claim["than_metric"] == "test/cv_ade" and claim["than"]["mean"] == pytest.approx(130.1666, abs=1e-3)
+    assert claim["difference"]["mean"] == pytest.approx(29.5, abs=1e-3) and claim["verdict"] == "held"
+    assert "130.2 [128.3, 132.1] (test/cv_ade)" in (out / study.SUMMARY_MD).read_text()
+
+
 def test_unknown_budget_or_variant_is_refused():
     with pytest.raises(ValueError, match="no budget 'huge'"):
         SPEC.overrides("A", "huge", 0, [])

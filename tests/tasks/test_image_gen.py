@@ -97,6 +97,7 @@ def test_control_gen_tiny_end_to_end(tmp_path):
     m = _run(["backbone=dit_strip", "task=control_gen", "pe=rope", "task.eval_samples=4", "task.eval_batch=4",
               "task.sample_steps=1", "task.batch_size=4", "backbone.control.layout=half"] + TINY, tmp_path)
     assert 0.0 <= m["val/frame_acc"] <= 1.0
+    assert {f"val/frame_acc@baseline={b}" for b in ("class_mean", "constant", "noise")} <= set(m)
 
 
 def test_bad_generation_size_and_strip_patch(tmp_path):

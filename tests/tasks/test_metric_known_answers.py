@@ -412,3 +412,34 @@ def test_melody_and_frame_accuracy_by_hand():
     gen = torch.cat([img, img])
     # sample 0 matches all 4 frames; sample 1 matches frames 0 and 3 -> [1, 1/2]
     torch.testing.assert_close(frame_accuracy(gen, target, bins=2), torch.tensor([1.0, 0.5]))
+
+
+def test_control_baselines_by_hand():
+    """Class-average image, per-position constant and noise baselines of control_gen (issue 20)."""
+    import numpy as np
+
+    from rope_lab.tasks.control_gen.control import ControlBaselines
+
+    # 2 classes, 4x4 images, bins = 2. Class 0: a bright top row (band 0 everywhere); class 1: bottom row (band 1),
+    # one of the three class-1 images is dark in frame 3 (silent there).
+    top = np.zeros((4, 4), np.uint8)
+    top[0] = 255
+    bottom = np.zeros((4, 4), np.uint8)
+    bottom[3] = 255
+    bottom_gap = bottom.copy()
+    bottom_gap[3, 3] = 0
+    images = np.stack([top, bottom, bottom, bottom_gap])
+    labels = np.array([0, 1, 1, 1])
+    b = ControlBaselines.from_training_set(images, labels, num_classes=2, bins=2)
+    torch.testing.assert_close(b.class_mean[0, 0], torch.from_numpy(top / 255.0).float())
+    torch.testing.assert_close(b.class_mean[1, 0, 3], torch.tensor([1.0, 1.0, 1.0, 2 / 3]))
+    # frame labels: top [0,0,0,0]; bottom [1,1,1,1] twice; bottom_gap [1,1,1,2]: mode per position = [1,1,1,1]
+    assert b.constant.tolist() == [1, 1, 1, 1]
+    target = torch.tensor([[0, 0, 0, 0], [1, 1, 1, 2]])
+    noise = torch.full((2, 1, 4, 4), -5.0)  # reads as a black image: every frame silent (2)
+    acc = b.accuracies(torch.tensor([0, 1]), target, noise, bins=2)
+    # class mean of class 0 = the top image -> all 4 frames right; of class 1: frame 3 has mass (2/3)/4 = 0.17 >
+    # silence, centroid row 3 -> band 1, target 2 -> 3 of 4
+    torch.testing.assert_close(acc["class_mean"], torch.tensor([1.0, 0.75]))
+    torch.testing.assert_close(acc["constant"], torch.tensor([0.0, 0.75]))
+    torch.testing.assert_close(acc["noise"], torch.tensor([0.0, 0.25]))

@@ -5,7 +5,9 @@ layout of the branch: ``musecontrollite_compat`` | ``half`` | ``none``).
 
 Training: rectified flow; the label and the control are dropped (null label / zero control, as MuseControlLite's
 condition dropout) independently. Sampling: MuseControlLite's multi-CFG over [uncond, text, text+control]:
-``v = v_u + g_text (v_t - v_u) + g_con (v_tc - v_t)``. Metric: frame-level control accuracy (``val/frame_acc``).
+``v = v_u + g_text (v_t - v_u) + g_con (v_tc - v_t)``. Metric: frame-level control accuracy (``val/frame_acc``),
+next to the same sampler with the control guidance off (``val/frame_acc@control=off``) and three request-blind
+baselines (``val/frame_acc@baseline=class_mean|constant|noise``, control.ControlBaselines).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from torchvision.utils import save_image
 from rope_lab.data.fashion_mnist import load_fashion_mnist
 from rope_lab.optim import OptimConfig
 from rope_lab.tasks.base import TaskModule, TaskSpec, register_task
-from rope_lab.tasks.control_gen.control import frame_accuracy, melody, one_hot
+from rope_lab.tasks.control_gen.control import ControlBaselines, frame_accuracy, melody, one_hot
 from rope_lab.tasks.control_gen.positions import control_positions, strip_positions
 from rope_lab.tasks.image_gen.datamodule import TrainImages
 from rope_lab.tasks.image_gen.flow import SAMPLERS, T_SAMPLING, check_guidance, interpolate, sample, sample_t
@@ -69,12 +71,21 @@ class ControlGenDataModule(L.LightningDataModule):
     def __init__(self, cfg: ControlGenConfig, seed: int, total_steps: int) -> None:
         super().__init__()
         self.cfg, self.seed, self.total_steps, self.source = cfg, seed, total_steps, None
+        self._baselines: ControlBaselines | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.source is None:
             c = self.cfg
             self.train_images, self.train_labels, self.source = load_fashion_mnist("train", c.data_dir, c.data_path)
             self.test_images, self.test_labels, _ = load_fashion_mnist("test", c.data_dir, c.data_path)
+
+    def baselines(self) -> ControlBaselines:
+        """The request-blind baselines, from the training split (computed once)."""
+        if self._baselines is None:
+            self.setup()
+            self._baselines = ControlBaselines.from_training_set(self.train_images, self.train_labels, 10,
+                                                                 self.cfg.bins, self.cfg.silence)
+        return self._baselines
 
     def train_dataloader(self) -> DataLoader:
         ds = TrainImages(self.train_images, self.train_labels, train_samples(self, self.cfg.batch_size), self.seed)
@@ -138,6 +149,9 @@ class ControlGenModule(TaskModule):
         free = self.generate(labels, one_hot(target, c.bins), noise, c.guidance_text, 0.0)
         self.log("val/frame_acc", frame_accuracy(out, target, c.bins, c.silence).mean(), prog_bar=True)
         self.log("val/frame_acc@control=off", frame_accuracy(free, target, c.bins, c.silence).mean())
+        baselines = self.trainer.datamodule.baselines().accuracies(labels, target, noise, c.bins, c.silence)
+        for name, acc in baselines.items():
+            self.log(f"val/frame_acc@baseline={name}", acc.mean())
         if batch_idx == 0 and self._trainer is not None:
             path = Path(self.trainer.default_root_dir) / "samples" / f"control_step={self.global_step}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
