@@ -9,6 +9,9 @@ with confidence intervals, and its claims get a verdict from the paired differen
       quick: {steps: 150, overrides: [task.eval_windows=4]}
       full: {steps: 300}
     variants: {RoPE: [pe=rope], 0.75-RoPE: [pe=p_rope, pe.p=0.75]}
+    # a variant may also start from another variant's run at the same seed (see Derived):
+    #   YaRN: {eval_of: RoPE, overrides: [pe/scaling=yarn, pe.scaling.factor=8]}      -> eval.py on its checkpoint
+    #   YaRN +ft: {finetune_of: RoPE, overrides: [pe/scaling=yarn, task.train_length=512]}  -> train.py from its weights
     metrics: [val/ppl@128, val/ppl@256]        # reported per variant
     claims:
       - {claim: "0.75-RoPE beats RoPE", metric: val/ppl@128, better: 0.75-RoPE, than: RoPE,
@@ -68,6 +71,31 @@ class Claim:
 
 
 @dataclass
+class Derived:
+    """A variant that starts from ``source``'s run at the same seed instead of training from scratch.
+
+    ``mode="eval"``: ``eval.py ckpt_path=<source run>/checkpoints/last.ckpt <overrides>`` (training-free methods:
+    a scaling applied to a trained model); ``mode="finetune"``: train.py with the source's command, then
+    ``overrides``, and ``init_ckpt=<source run>/checkpoints/last.ckpt`` (its weights as the starting point)."""
+
+    source: str
+    mode: str
+    overrides: list[str] = field(default_factory=list)
+
+    MODES = ("eval", "finetune")
+
+    @classmethod
+    def parse(cls, variant: str, raw: dict) -> "Derived":
+        keys = {f"{m}_of" for m in cls.MODES}
+        modes = [m for m in cls.MODES if f"{m}_of" in raw]
+        unknown = set(raw) - keys - {"overrides"}
+        if len(modes) != 1 or unknown:
+            raise ValueError(f"variant '{variant}': expected a list of overrides or a mapping with one of "
+                             f"{sorted(keys)} and 'overrides'; got keys {sorted(raw)}")
+        return cls(source=str(raw[f"{modes[0]}_of"]), mode=modes[0], overrides=list(raw.get("overrides", [])))
+
+
+@dataclass
 class Budget:
     steps: int | None = None
     overrides: list[str] = field(default_factory=list)
@@ -77,7 +105,7 @@ class Budget:
 class StudySpec:
     name: str
     title: str
-    variants: dict[str, list[str]]
+    variants: dict[str, list[str] | Derived]
     metrics: list[str]
     claims: list[Claim]
     base: list[str] = field(default_factory=list)
@@ -92,7 +120,9 @@ class StudySpec:
         raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
         claims = [Claim(**c) for c in raw.pop("claims", [])]
         budgets = {k: Budget(**v) for k, v in raw.pop("budgets", {}).items()}
-        spec = cls(name=name, claims=claims, budgets=budgets, **raw)
+        variants = {v: Derived.parse(v, o) if isinstance(o, dict) else list(o) for v, o in raw.pop("variants").items()}
+        spec = cls(name=name, claims=claims, budgets=budgets, variants=variants, **raw)
+        spec.check_sources(path)
         for c in spec.claims:
             missing = {c.better, c.than} - set(spec.variants)
             if missing:
@@ -100,13 +130,30 @@ class StudySpec:
                                  f"variants: {list(spec.variants)}")
         return spec
 
+    def check_sources(self, path: Path | str) -> None:
+        for variant, how in self.variants.items():
+            if not isinstance(how, Derived):
+                continue
+            source = self.variants.get(how.source)
+            if source is None or isinstance(source, Derived):
+                trained = [v for v, o in self.variants.items() if not isinstance(o, Derived)]
+                raise ValueError(f"{path}: variant '{variant}' starts from '{how.source}', which is not a train.py "
+                                 f"variant of this study; choose one of {trained}")
+
+    def trained_variants(self) -> list[str]:
+        return [v for v, o in self.variants.items() if not isinstance(o, Derived)]
+
+    def run_order(self) -> list[str]:
+        """Trained variants first (in file order), then the variants derived from them."""
+        return self.trained_variants() + [v for v in self.variants if v not in self.trained_variants()]
+
     def recorded_metrics(self) -> list[str]:
         """Every metric runs.csv keeps: the reported ones and those the claims compare (baselines included)."""
         return sorted(set(self.metrics) | {c.metric for c in self.claims} | {c.baseline_metric for c in self.claims})
 
     def check_runnable(self) -> None:
         """Every variant must be a train.py command; analysis studies (variants ``[]``) run their reproduce.py."""
-        empty = [v for v, o in self.variants.items() if not o]
+        empty = [v for v, o in self.variants.items() if not isinstance(o, Derived) and not o]
         if empty:
             raise ValueError(f"study {self.name}: variant(s) {empty} are not train.py runs (an evaluation or analysis "
                              f"of one model), so the seeds runner cannot run them; use "
@@ -116,8 +163,20 @@ class StudySpec:
         if budget not in self.budgets and self.budgets:
             raise ValueError(f"study {self.name} has no budget '{budget}'; choose one of {list(self.budgets)}")
         b = self.budgets.get(budget, Budget())
+        how = self.variants[variant]
+        if isinstance(how, Derived) and how.mode == "eval":
+            return [*how.overrides, *extra]
         steps = [f"trainer.max_steps={b.steps}", f"trainer.val_check_interval={b.steps}"] if b.steps else []
-        return [*self.base, *self.variants[variant], *steps, *b.overrides, f"seed={seed}", *extra]
+        if isinstance(how, Derived):  # fine-tune: the source's command, then the variant's own overrides win
+            return [*self.overrides(how.source, budget, seed, []), *how.overrides, *extra]
+        return [*self.base, *how, *steps, *b.overrides, f"seed={seed}", *extra]
+
+    def command_record(self, variant: str, budget: str, seed: int, extra: list[str]) -> list[str]:
+        """What the manifest records for a variant: its train.py or eval.py arguments (without run paths)."""
+        how = self.variants[variant]
+        if isinstance(how, Derived):
+            return [f"{how.mode}_of={how.source}", *self.overrides(variant, budget, seed, extra)]
+        return [*self.base, *how]
 
 
 def available() -> list[str]:
@@ -145,23 +204,70 @@ def _code_version() -> str:
     return head + ("+" + hashlib.sha256(diff.encode()).hexdigest()[:12] if diff else "")
 
 
-def train_one(run_dir: Path, overrides: list[str]) -> tuple[dict, float]:
-    """Train one (variant, seed) into ``run_dir`` unless the same command already finished there; returns
-    (metrics, CPU seconds spent now)."""
-    if _cached(run_dir, overrides):
-        return json.loads((run_dir / "results.json").read_text())["metrics"], 0.0
+def _fresh(run_dir: Path) -> None:
     if run_dir.exists():  # another command (or an unfinished one) used this dir: start it afresh
         import shutil
 
         shutil.rmtree(run_dir)
+
+
+def _run_child(argv: list[str]) -> tuple[str, float]:
+    """Run ``python <argv>`` in the repo root; (stdout, CPU seconds of the child)."""
     env = {**os.environ, "ROPE_LAB_KERNEL": os.environ.get("ROPE_LAB_KERNEL", "eager")}
     before = os.times()
-    subprocess.run([sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}"], cwd=ROOT, env=env,
-                   check=True)
+    done = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, check=True, stdout=subprocess.PIPE, text=True)
+    sys.stdout.write(done.stdout)
     after = os.times()
-    (run_dir / "command.json").write_text(json.dumps({"overrides": overrides, "code": _code_version()}))
-    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return done.stdout, (after.children_user - before.children_user) + (after.children_system - before.children_system)
+
+
+def _source_record(source_run: Path) -> str:
+    """A derived run is redone whenever its source run was retrained (another command or code)."""
+    return f"source={json.loads((source_run / 'command.json').read_text())}"
+
+
+def train_one(run_dir: Path, overrides: list[str], record: list[str] | None = None) -> tuple[dict, float]:
+    """Train one (variant, seed) into ``run_dir`` unless the same command (``record``: what identifies it, default
+    the overrides) already finished there; returns (metrics, CPU seconds spent now)."""
+    record = overrides if record is None else record
+    if _cached(run_dir, record):
+        return json.loads((run_dir / "results.json").read_text())["metrics"], 0.0
+    _fresh(run_dir)
+    _, cpu = _run_child(["train.py", *overrides, f"hydra.run.dir={run_dir}"])
+    (run_dir / "command.json").write_text(json.dumps({"overrides": record, "code": _code_version()}))
     return json.loads((run_dir / "results.json").read_text())["metrics"], cpu
+
+
+def eval_one(run_dir: Path, source_run: Path, overrides: list[str]) -> tuple[dict, float]:
+    """eval.py on ``source_run``'s last checkpoint with ``overrides``; its results.json is kept in ``run_dir``
+    (cached like a training run, and redone whenever the source run was retrained)."""
+    record = overrides + [_source_record(source_run)]
+    if _cached(run_dir, record):
+        return json.loads((run_dir / "results.json").read_text())["metrics"], 0.0
+    _fresh(run_dir)
+    stdout, cpu = _run_child(["eval.py", f"ckpt_path={source_run / 'checkpoints' / 'last.ckpt'}", *overrides])
+    written = [line.split("results:", 1)[1].strip() for line in stdout.splitlines() if line.startswith("results:")]
+    if not written:
+        raise RuntimeError(f"eval.py on {source_run} did not report its results.json")
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.json").write_text(Path(written[-1]).read_text())
+    (run_dir / "command.json").write_text(json.dumps({"overrides": record, "code": _code_version()}))
+    return json.loads((run_dir / "results.json").read_text())["metrics"], cpu
+
+
+def run_variant(spec: "StudySpec", variant: str, budget: str, seed: int, extra: list[str], root: Path
+                ) -> tuple[dict, float]:
+    """One (variant, seed): a train.py run, or an eval / fine-tune of its source variant's run at this seed."""
+    run_dir = root / _slug(variant) / f"seed{seed}"
+    overrides = spec.overrides(variant, budget, seed, extra)
+    how = spec.variants[variant]
+    if not isinstance(how, Derived):
+        return train_one(run_dir, overrides)
+    source_run = root / _slug(how.source) / f"seed{seed}"
+    if how.mode == "eval":
+        return eval_one(run_dir, source_run, overrides)
+    overrides = [*overrides, f"init_ckpt={source_run / 'checkpoints' / 'last.ckpt'}"]
+    return train_one(run_dir, overrides, record=overrides + [_source_record(source_run)])
 
 
 def run_study(spec: StudySpec, seeds: int, budget: str, extra: list[str], out: Path, command: str) -> Path:
@@ -170,9 +276,8 @@ def run_study(spec: StudySpec, seeds: int, budget: str, extra: list[str], out: P
     start, cpu, rows = time.time(), 0.0, []
     runs_root = EXPERIMENTS / spec.name / "runs" / "seeds" / budget
     for seed in range(seeds):  # seed-major: a partial sweep already has every variant at the first seeds
-        for variant in spec.variants:
-            overrides = spec.overrides(variant, budget, seed, extra)
-            metrics, spent = train_one(runs_root / _slug(variant) / f"seed{seed}", overrides)
+        for variant in spec.run_order():
+            metrics, spent = run_variant(spec, variant, budget, seed, extra, runs_root)
             cpu += spent
             rows += [{"variant": variant, "seed": seed, "metric": m, "value": metrics.get(m, math.nan)}
                      for m in spec.recorded_metrics()]
@@ -181,7 +286,7 @@ def run_study(spec: StudySpec, seeds: int, budget: str, extra: list[str], out: P
     b = spec.budgets.get(budget, Budget())
     manifest = {"study": spec.name, "commit": _code_version(), "command": command, "seeds": list(range(seeds)),
                 "budget": {"name": budget, "steps": b.steps, "overrides": b.overrides, "extra": extra},
-                "variants": {v: [*spec.base, *spec.variants[v]] for v in spec.variants},
+                "variants": {v: spec.command_record(v, budget, 0, extra) for v in spec.variants},
                 "wall_minutes": round((time.time() - start) / 60, 2), "cpu_minutes": round(cpu / 60, 2),
                 "machine": _machine(), "torch": _torch_version(), "date": time.strftime("%Y-%m-%d %H:%M"),
                 "legacy": False}

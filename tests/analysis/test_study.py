@@ -104,3 +104,48 @@ def test_paper_numbers_on_the_results_page_come_from_expected_csv(name):
     for claim in study.StudySpec.load(name).claims:
         quoted = re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", claim.paper)
         assert all(n in recorded or str(float(n)) in recorded for n in quoted), (claim.claim, quoted)
+
+
+def test_derived_variants_evaluate_and_finetune_the_source_run_of_the_same_seed(monkeypatch, tmp_path):
+    """A training-free method is eval.py on the base run's checkpoint; a fine-tune starts from its weights; both
+    are cached, and redone when the base run is retrained (real train.py / eval.py on a tiny LM)."""
+    from tests.test_train import TINY
+
+    base = [f"paths.output_dir={tmp_path}/outputs", *TINY, "task.passkey_lengths=[]"]
+    spec = study.StudySpec(
+        name="fake", title="Fake", base=base, budgets={"full": study.Budget(steps=2)},
+        variants={"RoPE": ["pe=rope"],
+                  "PI": study.Derived("RoPE", "eval", ["pe/scaling=linear", "pe.scaling.factor=2"]),
+                  "PI +ft": study.Derived("RoPE", "finetune", ["pe/scaling=linear", "pe.scaling.factor=2",
+                                                               "trainer.max_steps=1", "trainer.val_check_interval=1"])},
+        metrics=["val/ppl@32", "val/ppl@64"], claims=[])
+    monkeypatch.setattr(study, "EXPERIMENTS", tmp_path / "experiments")
+    out = study.run_study(spec, seeds=1, budget="full", extra=[], out=tmp_path / "results", command="cmd")
+    runs = study.read_runs(out / study.RUNS_CSV)
+    root = tmp_path / "experiments" / "fake" / "runs" / "seeds" / "full"
+    evaluated = json.loads((root / "PI" / "seed0" / "results.json").read_text())
+    assert evaluated["ckpt_path"] == str(root / "RoPE" / "seed0" / "checkpoints" / "last.ckpt")
+    assert evaluated["pe_config"]["scaling"]["name"] == "linear" and evaluated["pe_config"]["scaling"]["factor"] == 2
+    assert runs["val/ppl@64"]["PI"][0] == pytest.approx(evaluated["metrics"]["val/ppl@64"])
+    assert runs["val/ppl@32"]["PI"][0] != runs["val/ppl@32"]["RoPE"][0]  # the scaling changed the model
+    ft_config = (root / "PI +ft".replace(" ", "_").replace("+", "_") / "seed0" / "run_config.yaml").read_text()
+    assert "init_ckpt: " + str(root / "RoPE" / "seed0" / "checkpoints" / "last.ckpt") in ft_config
+    assert "max_steps: 1" in ft_config and "name: linear" in ft_config
+    # cached: nothing reruns; retraining the base (another command) reruns everything derived from it
+    monkeypatch.setattr(study, "_run_child", lambda argv: pytest.fail(f"reran {argv[0]}"))
+    study.run_study(spec, seeds=1, budget="full", extra=[], out=tmp_path / "again", command="cmd")
+    ran = []
+    monkeypatch.setattr(study, "_run_child", lambda argv: (ran.append(argv[0]), ("", 0.0))[1])
+    record = json.loads((root / "RoPE" / "seed0" / "command.json").read_text())
+    (root / "RoPE" / "seed0" / "command.json").write_text(json.dumps({**record, "code": "other"}))
+    with pytest.raises(Exception):  # the fake child writes nothing: what matters is what it was asked to run
+        study.run_study(spec, seeds=1, budget="full", extra=[], out=tmp_path / "third", command="cmd")
+    assert ran == ["train.py"]
+
+
+def test_a_derived_variant_needs_a_trained_source():
+    with pytest.raises(ValueError, match="starts from 'Nope', which is not a train.py variant.*\\['RoPE'\\]"):
+        study.StudySpec(name="x", title="x", variants={"RoPE": ["pe=rope"], "PI": study.Derived("Nope", "eval")},
+                        metrics=[], claims=[]).check_sources("study.yaml")
+    with pytest.raises(ValueError, match="one of \\['eval_of', 'finetune_of'\\]"):
+        study.Derived.parse("PI", {"evaluate_of": "RoPE"})
