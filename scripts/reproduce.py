@@ -70,12 +70,14 @@ def run_seeds(name: str, argv: list[str], write: bool) -> Path:
 
 
 def _seeds_runnable(name: str) -> bool:
-    """A study whose variants are all train.py runs (analysis studies keep their own reproduce.py)."""
+    """A study whose variants are all train.py runs (or derived from them), or an analysis study with a per-seed
+    function (``analysis:``); other studies keep their own reproduce.py."""
     if not (EXPERIMENTS / name / "study.yaml").is_file():
         return False
     from rope_lab.analysis import study
 
-    return all(study.StudySpec.load(name).variants.values())
+    spec = study.StudySpec.load(name)
+    return bool(spec.analysis) or all(spec.variants.values())
 
 
 def main(argv: list[str]) -> Path | None:

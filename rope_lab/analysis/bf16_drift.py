@@ -147,9 +147,10 @@ def _rope(head_dim: int, heads: int, base: float):
 
 
 def run(length: int = 512, head_dim: int = 64, heads: int = 4, batch: int = 2, sink: float = 8.0,
-        base: float = 10000.0, offsets: list[int] = OFFSETS, rotation: str = "fp32") -> dict[str, dict[float, float]]:
+        base: float = 10000.0, offsets: list[int] = OFFSETS, rotation: str = "fp32", seed: int = 0
+        ) -> dict[str, dict[float, float]]:
     pe = _rope(head_dim, heads, base)
-    q, k = random_qk(batch, heads, length, head_dim, sink)
+    q, k = random_qk(batch, heads, length, head_dim, sink, seed)
     series = drift(pe, q, k, offsets, rotation=rotation)
     anchored = drift(pe, q, k, offsets, anchor=True, rotation=rotation)
     series["E bf16 vs fp32, anchor at 0"] = anchored["E bf16 vs fp32"]
@@ -157,10 +158,31 @@ def run(length: int = 512, head_dim: int = 64, heads: int = 4, batch: int = 2, s
 
 
 def run_vs_length(lengths: list[int], offset: int = 4096, head_dim: int = 64, heads: int = 4, batch: int = 2,
-                  sink: float = 8.0, base: float = 10000.0, rotation: str = "fp32") -> dict[str, dict[float, float]]:
+                  sink: float = 8.0, base: float = 10000.0, rotation: str = "fp32", seed: int = 0
+                  ) -> dict[str, dict[float, float]]:
     """Drift vs sequence length T at one offset (one q/k draw of the largest T, cut to each T)."""
-    q, k = random_qk(batch, heads, max(lengths), head_dim, sink)
+    q, k = random_qk(batch, heads, max(lengths), head_dim, sink, seed)
     return drift_vs_length(_rope(head_dim, heads, base), q, k, lengths, offset, rotation=rotation)
+
+
+STUDY_OFFSETS, STUDY_LENGTHS, STUDY_LENGTH_OFFSET = (0, 1024, 32768), (64, 512), 4096
+METRIC_NAMES = {"D fp32": "D_fp32", "D bf16": "D_bf16", "E bf16 vs fp32": "E_bf16",
+                "E bf16 vs fp32, anchor at 0": "E_bf16_anchor", "D_logit first key bf16": "D_logit_first_key_bf16"}
+
+
+def study_seed(seed: int, budget: str = "full") -> dict[str, dict[str, float]]:
+    """One q/k draw (``seed``) of experiments/bf16_anchor/study.yaml: for both bf16 paths (``fp32 rot``: our exact
+    rotation then a cast; ``bf16 tables``: HF/FlashAttention cos/sin tables in bf16), every metric at each offset
+    Delta (T = 512) and at each length T (offset 4096). {variant: {metric: value}}; ``budget`` has one tier."""
+    out: dict[str, dict[str, float]] = {}
+    for rotation, label in (("fp32", "fp32 rot"), ("bf16_tables", "bf16 tables")):
+        by_offset = run(length=max(STUDY_LENGTHS), offsets=list(STUDY_OFFSETS), rotation=rotation, seed=seed)
+        for off in STUDY_OFFSETS:
+            out[f"{label}, Delta={off}"] = {METRIC_NAMES[k]: v[off] for k, v in by_offset.items()}
+        by_length = run_vs_length(list(STUDY_LENGTHS), STUDY_LENGTH_OFFSET, rotation=rotation, seed=seed)
+        for t in STUDY_LENGTHS:
+            out[f"{label}, T={t}"] = {METRIC_NAMES[k]: v[t] for k, v in by_length.items()}
+    return out
 
 
 def plot(series: dict[str, dict[float, float]], out: Path | str) -> Path:

@@ -111,6 +111,9 @@ class StudySpec:
     base: list[str] = field(default_factory=list)
     budgets: dict[str, Budget] = field(default_factory=dict)
     legacy: dict | None = None  # where the single-seed results committed before the seeds runner are (see import_legacy)
+    # an analysis study (no train.py runs): "module:function" called as function(seed=, budget=) ->
+    # {variant: {metric: value}}; its variants are then names of that function's outputs (``[]``)
+    analysis: str | None = None
 
     @classmethod
     def load(cls, name: str) -> "StudySpec":
@@ -154,7 +157,7 @@ class StudySpec:
     def check_runnable(self) -> None:
         """Every variant must be a train.py command; analysis studies (variants ``[]``) run their reproduce.py."""
         empty = [v for v, o in self.variants.items() if not isinstance(o, Derived) and not o]
-        if empty:
+        if empty and not self.analysis:
             raise ValueError(f"study {self.name}: variant(s) {empty} are not train.py runs (an evaluation or analysis "
                              f"of one model), so the seeds runner cannot run them; use "
                              f"experiments/{self.name}/reproduce.py")
@@ -270,12 +273,53 @@ def run_variant(spec: "StudySpec", variant: str, budget: str, seed: int, extra: 
     return train_one(run_dir, overrides, record=overrides + [_source_record(source_run)])
 
 
+def analysis_function(spec: StudySpec):
+    import importlib
+
+    module, _, name = (spec.analysis or "").partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"study {spec.name}: analysis '{spec.analysis}' is not an importable module:function "
+                         f"({err})") from err
+
+
+def analyse_one(spec: StudySpec, seed: int, budget: str, path: Path) -> tuple[dict, float]:
+    """One seed of an analysis study, cached in ``path`` (JSON) for the same code; (outputs, CPU seconds)."""
+    record = {"analysis": spec.analysis, "seed": seed, "budget": budget, "code": _code_version()}
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("record") == record:
+            return saved["outputs"], 0.0
+    before = time.process_time()
+    outputs = analysis_function(spec)(seed=seed, budget=budget)
+    spent = time.process_time() - before
+    missing = set(spec.variants) - set(outputs)
+    if missing:
+        raise ValueError(f"study {spec.name}: {spec.analysis} returned no variant(s) {sorted(missing)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"record": record, "outputs": outputs}, indent=1))
+    return outputs, spent
+
+
 def run_study(spec: StudySpec, seeds: int, budget: str, extra: list[str], out: Path, command: str) -> Path:
-    """Train every variant at seeds 0..seeds-1 (cached runs reused) and write runs.csv, manifest.json, summary."""
+    """Train every variant at seeds 0..seeds-1 (cached runs reused), or run an analysis study's function per seed,
+    and write runs.csv, manifest.json, summary."""
     spec.check_runnable()
+    if budget not in spec.budgets and spec.budgets:
+        raise ValueError(f"study {spec.name} has no budget '{budget}'; choose one of {list(spec.budgets)}")
+    if spec.analysis and extra:
+        raise ValueError(f"study {spec.name} is an analysis ({spec.analysis}): it takes no train.py overrides; "
+                         f"got {extra}")
     start, cpu, rows = time.time(), 0.0, []
     runs_root = EXPERIMENTS / spec.name / "runs" / "seeds" / budget
     for seed in range(seeds):  # seed-major: a partial sweep already has every variant at the first seeds
+        if spec.analysis:
+            outputs, spent = analyse_one(spec, seed, budget, runs_root / f"analysis_seed{seed}.json")
+            cpu += spent
+            rows += [{"variant": v, "seed": seed, "metric": m, "value": outputs[v].get(m, math.nan)}
+                     for v in spec.variants for m in spec.recorded_metrics()]
+            continue
         for variant in spec.run_order():
             metrics, spent = run_variant(spec, variant, budget, seed, extra, runs_root)
             cpu += spent
@@ -286,7 +330,8 @@ def run_study(spec: StudySpec, seeds: int, budget: str, extra: list[str], out: P
     b = spec.budgets.get(budget, Budget())
     manifest = {"study": spec.name, "commit": _code_version(), "command": command, "seeds": list(range(seeds)),
                 "budget": {"name": budget, "steps": b.steps, "overrides": b.overrides, "extra": extra},
-                "variants": {v: spec.command_record(v, budget, 0, extra) for v in spec.variants},
+                "variants": ({v: [spec.analysis] for v in spec.variants} if spec.analysis else
+                             {v: spec.command_record(v, budget, 0, extra) for v in spec.variants}),
                 "wall_minutes": round((time.time() - start) / 60, 2), "cpu_minutes": round(cpu / 60, 2),
                 "machine": _machine(), "torch": _torch_version(), "date": time.strftime("%Y-%m-%d %H:%M"),
                 "legacy": False}
