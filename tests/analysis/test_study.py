@@ -149,3 +149,32 @@ def test_a_derived_variant_needs_a_trained_source():
                         metrics=[], claims=[]).check_sources("study.yaml")
     with pytest.raises(ValueError, match="one of \\['eval_of', 'finetune_of'\\]"):
         study.Derived.parse("PI", {"evaluate_of": "RoPE"})
+
+
+CALLS: list[int] = []
+
+
+def fake_analysis(seed: int, budget: str) -> dict:
+    CALLS.append(seed)
+    return {"short": {"err": 1.0 + 0.01 * seed}, "long": {"err": 2.0 + 0.02 * seed}}
+
+
+def test_an_analysis_study_calls_its_function_once_per_seed_and_caches(monkeypatch, tmp_path):
+    spec = study.StudySpec(name="fake", title="Fake", variants={"short": [], "long": []}, metrics=["err"],
+                           claims=[study.Claim("error grows with length", "err", "long", "short", False)],
+                           analysis="tests.analysis.test_study:fake_analysis")
+    monkeypatch.setattr(study, "EXPERIMENTS", tmp_path)
+    CALLS.clear()
+    out = study.run_study(spec, seeds=3, budget="full", extra=[], out=tmp_path / "r", command="cmd")
+    assert CALLS == [0, 1, 2]
+    runs = study.read_runs(out / study.RUNS_CSV)
+    assert runs["err"]["long"] == {0: 2.0, 1: 2.02, 2: 2.04}
+    assert json.loads((out / study.SUMMARY_JSON).read_text())["claims"][0]["verdict"] == "held"
+    study.run_study(spec, seeds=3, budget="full", extra=[], out=tmp_path / "r2", command="cmd")
+    assert CALLS == [0, 1, 2]  # cached for the same code
+    with pytest.raises(ValueError, match="takes no train.py overrides"):
+        study.run_study(spec, seeds=1, budget="full", extra=["pe=rope"], out=tmp_path / "r3", command="cmd")
+    bad = study.StudySpec(name="fake", title="Fake", variants={"short": []}, metrics=[], claims=[],
+                          analysis="tests.analysis.test_study:no_such_function")
+    with pytest.raises(ValueError, match="not an importable module:function"):
+        study.run_study(bad, seeds=1, budget="full", extra=[], out=tmp_path / "r4", command="cmd")
