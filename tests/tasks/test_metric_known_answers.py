@@ -216,6 +216,33 @@ def test_vniah_validation_logs_each_cell(tmp_path):
     assert (tmp_path / "vniah_d_heatmap.png").exists()
 
 
+def test_vniah_greedy_answer_is_classified_as_needle_distractor_other_or_invalid():
+    from rope_lab.tasks.vniah.metrics import answer_outcomes, classify_answers, greedy_answer
+
+    answers = ["Bag.", "Coat.", "Shirt."]
+    script = {0: "Coat.", 1: "Bag.", 2: "Shirt.", 3: "Sh?rt"}  # what a scripted "model" writes per sample
+
+    def logits_of(tokens):  # next-token logits of tokens[:, :-1]; writes its script one byte after the question
+        b, n = tokens.shape
+        logits = torch.full((b, n - 1, 256), -1.0)
+        for i in range(b):
+            text = script[i].encode()
+            for j in range(n - 1):
+                k = j + 1 - 3  # answer slots start at token 3
+                # causal: follows its script only while the bytes before position j are the script's
+                if 0 <= k < len(text) and tokens[i, 3:3 + k].tolist() == list(text[:k]):
+                    logits[i, j, text[k]] = 1.0
+        return logits
+
+    tokens = torch.tensor([[7, 8, 9] + list(b"Bag.\0\0")] * 4)  # teacher-forcing layout with some answer in it
+    decoded = greedy_answer(logits_of, tokens, start=3, length=6)
+    chosen = classify_answers(decoded, answers)
+    assert chosen == [1, 0, 2, -1]
+    # needles: Coat, Coat, Bag, Bag; distractors: Shirt, Bag (sample 1 is misled), none, Shirt
+    out = answer_outcomes(chosen, needle=[1, 1, 0, 0], distractor=[2, 0, -1, 2])
+    assert out == {"correct": 0.25, "distractor": 0.25, "other": 0.25, "invalid": 0.25}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Image classification: top-1 accuracy per resolution
 # ---------------------------------------------------------------------------------------------------------------

@@ -136,6 +136,40 @@ def test_three_d_ids_reach_the_model_in_training():
     assert not torch.allclose(a, b2)  # the logits depend on the 3-D coords
 
 
+def test_answer_choice_logs_outcomes_that_add_up_and_decoding_matches_teacher_forcing_when_right():
+    """task.answer_choice: greedy decoding on a real (untrained) video LLM; the four outcome shares sum to 1, and
+    whenever teacher-forced exact match holds the greedy answer is the needle's (same argmax path)."""
+    from rope_lab.tasks.vniah.datamodule import ANSWER_LEN, ANSWERS, PAD
+    from rope_lab.tasks.vniah.metrics import answer_exact_match, classify_answers, greedy_answer
+
+    task = VNIAHDTask(VNIAHDTask.Config(cycle=4, answer_choice=True))
+    model = VideoLLM(VideoLLMConfig(dim=32, depth=1, n_heads=2, n_kv_heads=2, mlp_hidden=64, encoder_dim=16,
+                                    encoder_depth=1, encoder_heads=2, encoder_mlp_hidden=32),
+                     build_pe({"name": "videorope"}), task.spec())
+    module = VNIAHModule(model, OptimConfig(), 10, "vniah_d", [(16, 0.5)], 2.0, answer_choice=True).eval()
+    logged = {}
+    module.log = lambda name, value, **k: logged.__setitem__(name, float(value))
+    b = builder(distractors=True, cycle=4)
+    items = [b.item(np.random.default_rng(i), 16, 0.5) for i in range(3)]
+    batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
+    assert (batch["distractor"] >= 0).all()  # depth 0.5 of 16 frames: the distractor fits
+    with torch.no_grad():
+        module.validation_step(batch, 0)
+        for name, metric in module.outcomes.items():
+            logged[f"vniah_d/answer/{name}"] = float(metric.compute())
+        logits, targets = module._forward(batch)
+        exact = answer_exact_match(logits, targets, batch["answer_mask"])
+        start = int(batch["answer_mask"][0].nonzero()[0]) + 1
+        decoded = greedy_answer(lambda t: module._forward({**batch, "tokens": t})[0], batch["tokens"], start,
+                                ANSWER_LEN, PAD)
+    shares = [logged[f"vniah_d/answer/{k}"] for k in ("correct", "distractor", "other", "invalid")]
+    assert sum(shares) == pytest.approx(1.0)
+    chosen = classify_answers(decoded, ANSWERS)
+    for hit, c, label in zip(exact.tolist(), chosen, batch["label"].tolist()):
+        if hit:
+            assert c == label
+
+
 def test_summary_table_and_side_by_side_heatmaps(tmp_path):
     import json
 

@@ -50,6 +50,9 @@ class VNIAHConfig:
     eval_batch_size: int = 16
     prompt: str = "Video: "
     question: str = " Which item is framed? "
+    # also decode the answer greedily and log how often it is the needle, the distractor, another class or invalid
+    # (<prefix>/answer/{correct,distractor,other,invalid}); costs one forward per answer byte at evaluation
+    answer_choice: bool = False
     num_workers: int = 0
 
 
@@ -99,11 +102,12 @@ class VNIAHBuilder:
         n_units = len(units)
         image, label = self.bank.needle(rng)
         needle_at = int(depth * n_units)
-        inserts = [(needle_at, to_frame(image, c.frame_size, border=True))]
+        inserts, distractor = [(needle_at, to_frame(image, c.frame_size, border=True))], -1
         if c.distractors:
             slot = distractor_slot(needle_at, n_units, c.cycle // tp, rng)
             if slot is not None:
-                inserts.append((slot, to_frame(self.bank.distractor(rng, label)[0], c.frame_size, border=False)))
+                look_alike, distractor = self.bank.distractor(rng, label)
+                inserts.append((slot, to_frame(look_alike, c.frame_size, border=False)))
         for at, frame in sorted(inserts, key=lambda x: -x[0]):
             units.insert(at, np.broadcast_to(frame, (tp, *frame.shape)))
         video = np.concatenate(units)
@@ -116,7 +120,7 @@ class VNIAHBuilder:
         coords, modality = layout_coords(seg)
         pixels = torch.from_numpy(video.astype(np.float32) / 127.5 - 1.0).unsqueeze(1)  # (F, 1, S, S)
         return {"tokens": torch.tensor(tokens), "video": pixels, "coords": coords, "modality": modality,
-                "answer_mask": answer_mask, "label": label}
+                "answer_mask": answer_mask, "label": label, "distractor": distractor}
 
 
 class TrainItems(Dataset):

@@ -42,7 +42,7 @@ class VNIAHTask:
 
     def module(self, model, optim, total_steps: int, datamodule: VNIAHDataModule) -> VNIAHModule:
         return VNIAHModule(model, optim, total_steps, self.prefix, datamodule.cells(), self.cfg.fps,
-                           self.cfg.train_frames)
+                           self.cfg.train_frames, self.cfg.answer_choice)
 
 
 @register_task("vniah_d")
