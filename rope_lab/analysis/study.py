@@ -489,6 +489,8 @@ def import_legacy(spec: StudySpec, out: Path) -> Path:
     table = read_table(EXPERIMENTS / spec.name / legacy["file"], int(legacy.get("table", 0)))
     rows = []
     for variant in spec.variants:
+        if variant not in legacy["variants"]:  # a variant the single-seed run did not have (added by a redesign)
+            continue
         select = legacy["variants"][variant]
         matches = [r for r in table if all(r.get(k, "").strip() == str(v) for k, v in select.items())]
         if len(matches) != 1:
