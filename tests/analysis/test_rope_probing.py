@@ -116,3 +116,28 @@ def test_value_injection_copies_source_values_to_moved_target_tokens():
     with use_pe(model, inj):
         assert model.pe is inj and model.blocks[0].pe is inj
     assert model.pe is not inj
+
+
+def test_freeflux_study_seed_reports_every_layer_and_the_noise_baseline(monkeypatch, tmp_path):
+    """The seeded study function on a tiny DiT (training replaced): each layer's four manipulations + their mean,
+    and the null baseline (two unmodified samples of different noise) below the probes' PSNR of a no-op layer."""
+    from types import SimpleNamespace
+
+    from rope_lab.analysis import freeflux_study
+
+    model = tiny_dit()
+    module = SimpleNamespace(cfg=SimpleNamespace(guidance=1.0, sampler="euler", image_size=8))
+    seen = []
+    monkeypatch.setattr(freeflux_study, "trained", lambda overrides, run_dir: seen.append((overrides, run_dir))
+                        or (module, model))
+    out = freeflux_study.study_seed(seed=2, samples_per_class=1, sample_steps=2, root=tmp_path)
+    assert seen[0][0][-1] == "seed=2" and seen[0][1] == tmp_path / "dit_seed2"
+    assert set(out) == {"layer 0", "layer 1", "layer 2", freeflux_study.BASELINE}
+    row = out["layer 1"]
+    assert set(row) == {"probe/psnr@keys_no_rope", "probe/psnr@shift_1_1", "probe/psnr@shift_0_1",
+                        "probe/psnr@shift_4_0", "probe/psnr_mean"}  # FreeFlux's shifts rescaled to a 4-row grid
+    parts = [v for k, v in row.items() if k != "probe/psnr_mean"]
+    assert row["probe/psnr_mean"] == pytest.approx(sum(parts) / 4)
+    assert math.isfinite(out[freeflux_study.BASELINE]["probe/psnr_mean"])
+    with pytest.raises(ValueError, match="no budget 'quick'"):
+        freeflux_study.study_seed(seed=0, budget="quick", root=tmp_path)
