@@ -37,6 +37,11 @@ def ours(r: study_lib.ClaimResult) -> str:
     return f"{r.claim.better} {r.better} vs {r.claim.than_label} {r.than}; difference {r.difference}"
 
 
+def _seeds_cell(seeds: int, r: study_lib.ClaimResult) -> str:
+    """'3 (2 agree)': how many seeds' own paired differences point the claimed way."""
+    return f"{seeds} ({r.agreeing[0]} agree)" if seeds > 1 else str(seeds)
+
+
 def rows(collected) -> list[list]:
     table = []
     for spec, manifest, results in collected:
@@ -44,7 +49,7 @@ def rows(collected) -> list[list]:
         note = " (single-seed run committed before the seeds runner)" if manifest.get("legacy") else ""
         for r in results:
             table.append([f"[{spec.name}](../experiments/{spec.name}/README.md)", r.claim.claim, r.claim.paper or "-",
-                          ours(r), seeds, r.verdict, study_lib.budget_text(manifest) + note])
+                          ours(r), _seeds_cell(seeds, r), r.verdict, study_lib.budget_text(manifest) + note])
     return table
 
 

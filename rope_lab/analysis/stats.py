@@ -63,6 +63,12 @@ def paired_difference(a: dict[int, float], b: dict[int, float], seed: int = 0) -
     return mean_interval([a[s] - b[s] for s in common], seed=seed)
 
 
+def seeds_agreeing(a: dict[int, float], b: dict[int, float]) -> tuple[int, int]:
+    """(seeds where a_s > b_s, seeds both ran with finite values): how many single runs show the direction."""
+    common = [s for s in set(a) & set(b) if math.isfinite(a[s]) and math.isfinite(b[s])]
+    return sum(a[s] > b[s] for s in common), len(common)
+
+
 def pooled_sd(groups: list[list[float]]) -> float:
     """Pooled within-variant standard deviation over seeds: the study's noise floor for one metric."""
     num = den = 0.0

@@ -59,3 +59,11 @@ def test_pooled_sd():
 def test_wilson_matches_the_reference_numbers(k, n, low, high):
     got = stats.wilson(k, n)
     assert got == pytest.approx((low, high), abs=6e-4)
+
+
+def test_seeds_agreeing_counts_single_runs_pointing_the_claimed_way():
+    from rope_lab.analysis.stats import seeds_agreeing
+
+    a = {0: 1.0, 1: 2.0, 2: 0.5, 3: float("nan")}
+    b = {0: 0.5, 1: 2.5, 2: 0.4, 3: 1.0, 4: 9.0}
+    assert seeds_agreeing(a, b) == (2, 3)  # seed 3 is NaN, seed 4 ran only in b
