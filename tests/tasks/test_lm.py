@@ -90,3 +90,39 @@ def test_python_docs_corpus_is_real_and_split(tmp_path):
     assert len(dm.train_stream) > 5_000_000 and len(dm.val_stream) > 300_000
     batch = next(iter(dm.train_dataloader()))
     assert batch["tokens"].shape == (16, 129) and batch["tokens"].max() < 256
+
+
+def test_answer_weighted_passkey_loss_weights_only_the_key_digits():
+    """task.passkey_answer_weight: in a batch mixing text windows and passkey samples, the key digits count w times,
+    every other token once: loss = sum(w_i nll_i) / sum(w_i), computed by hand from the model's own token nll."""
+    from types import SimpleNamespace
+
+    from rope_lab.optim import OptimConfig
+    from rope_lab.tasks.lm.module import LMModule
+
+    stream = encode("the quick brown fox jumps over the lazy dog. " * 40)
+    ds = TrainWindows(stream, 160, 8, seed=0, passkey=PasskeyDataset(stream, 5), passkey_fraction=0.5)
+    items = [ds[i] for i in range(8)]
+    assert any(it["answer"].any() for it in items) and not all(it["answer"].any() for it in items)
+    assert all(int(it["answer"].sum()) in (0, 5) for it in items)
+    batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(256, 256))
+    model.pe = SimpleNamespace(name="stub")
+    module = LMModule(lambda tokens, positions: model(tokens), OptimConfig(), 1, ["ppl@160"], train_length=160,
+                      answer_weight=10.0)
+    module.log = lambda *a, **k: None
+    nll, _ = module._nll(batch)
+    weights = 1.0 + 9.0 * batch["answer"].float()
+    assert module.training_step(batch, 0).item() == pytest.approx(float((nll * weights).sum() / weights.sum()), rel=1e-6)
+    module.answer_weight = 1.0
+    assert module.training_step(batch, 0).item() == pytest.approx(float(nll.mean()), rel=1e-6)
+
+
+def test_bad_answer_weight_is_refused():
+    from rope_lab.tasks.lm.task import LMLongContextTask as LMTask
+
+    with pytest.raises(ValueError, match="passkey_answer_weight must be > 0; got 0.0"):
+        LMTask(LMDataConfig(passkey_answer_weight=0.0))
+    with pytest.raises(ValueError, match="needs task.packing=false"):
+        LMTask(LMDataConfig(passkey_answer_weight=5.0, packing=True))

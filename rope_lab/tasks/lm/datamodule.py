@@ -43,6 +43,9 @@ class LMDataConfig:
     passkey_samples: int = 8
     passkey_digits: int = 5
     passkey_train_fraction: float = 0.0
+    # weight of the key digits in a training passkey sample's loss (1 = plain LM loss; > 1: answer-weighted, the
+    # positive control of the base-bound study: retrieval is learnt in a CPU budget)
+    passkey_answer_weight: float = 1.0
     position_offset: int = 0  # add to every position (large-offset / bf16 studies)
     packing: bool = False  # windows span several documents; each token carries its document id (Positions.segment)
     anchor_token: int | None = None  # packing only: prepend this byte as a shared anchor (AnchorAttention, segment 0)
@@ -110,13 +113,17 @@ class TrainWindows(Dataset):
         if self.passkey is not None and rng.random() < self.passkey_fraction:
             n = self.length + 1 - (self.packer.n_anchor if self.packer else 0)
             item = self.passkey.sample(rng, n, float(rng.random()))
-            item = {"tokens": item["tokens"], "loss_mask": torch.ones(self.length, dtype=torch.bool)}
-            return item if self.packer is None else self.packer.single(item)
+            if self.packer is not None:
+                return self.packer.single({"tokens": item["tokens"], "loss_mask": item["loss_mask"]})
+            return {"tokens": item["tokens"], "loss_mask": item["loss_mask"], "answer": item["answer_mask"]}
         start = int(rng.integers(0, len(self.stream) - self.length - 1))
         if self.packer is not None:
             return self.packer.window(start, self.length + 1)
         window = torch.from_numpy(self.stream[start : start + self.length + 1].astype(np.int64))
-        return {"tokens": window, "loss_mask": torch.ones(self.length, dtype=torch.bool)}
+        item = {"tokens": window, "loss_mask": torch.ones(self.length, dtype=torch.bool)}
+        if self.passkey is not None and self.packer is None:  # same keys as a passkey item in the same batch
+            item["answer"] = torch.zeros(self.length, dtype=torch.bool)
+        return item
 
 
 class EvalWindows(Dataset):

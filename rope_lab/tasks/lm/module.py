@@ -13,8 +13,9 @@ from rope_lab.tasks.lm.positions import lm_positions
 
 class LMModule(TaskModule):
     def __init__(self, model, optim: OptimConfig, total_steps: int, val_names: list[str],
-                 position_offset: int = 0, train_length: int | None = None) -> None:
+                 position_offset: int = 0, train_length: int | None = None, answer_weight: float = 1.0) -> None:
         super().__init__(model, optim, total_steps)
+        self.answer_weight = answer_weight
         self.val_names, self.position_offset = val_names, position_offset
         #: the loader whose perplexity is ``val/ppl`` (checkpoint selection, sweep headline): the training length
         ppl_names = [n for n in val_names if n.startswith("ppl@")]
@@ -36,6 +37,8 @@ class LMModule(TaskModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         nll, _ = self._nll(batch)
         mask = batch["loss_mask"].float()
+        if "answer" in batch and self.answer_weight != 1.0:  # key digits of training passkey samples
+            mask = mask * (1.0 + (self.answer_weight - 1.0) * batch["answer"].float())
         loss = (nll * mask).sum() / mask.sum()
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/ppl", loss.detach().exp())

@@ -20,6 +20,11 @@ class LMLongContextTask:
         for n in cfg.eval_lengths + cfg.passkey_lengths + [cfg.train_length]:
             if n <= 0:
                 raise ValueError(f"lengths must be positive; got {n}")
+        if not cfg.passkey_answer_weight > 0:
+            raise ValueError(f"task.passkey_answer_weight must be > 0; got {cfg.passkey_answer_weight}")
+        if cfg.passkey_answer_weight != 1.0 and cfg.packing:
+            raise ValueError("task.passkey_answer_weight needs task.packing=false (packed samples carry no answer "
+                             f"positions); got passkey_answer_weight={cfg.passkey_answer_weight} with packing=true")
         self.cfg = cfg
 
     def spec(self) -> TaskSpec:
@@ -32,4 +37,4 @@ class LMLongContextTask:
 
     def module(self, model, optim, total_steps: int, datamodule: LMDataModule) -> LMModule:
         return LMModule(model, optim, total_steps, datamodule.val_names(), self.cfg.position_offset,
-                        self.cfg.train_length)
+                        self.cfg.train_length, self.cfg.passkey_answer_weight)
