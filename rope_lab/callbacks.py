@@ -18,9 +18,10 @@ from rope_lab.analysis.plots import plot_curve
 class MetricCurvePlot(L.Callback):
     """After each validation, plot every logged metric ``<prefix><x>`` against x (e.g. val/ppl@L vs L)."""
 
-    def __init__(self, out_dir: str, prefix: str, xlabel: str, ylabel: str, filename: str, logy: bool = False):
+    def __init__(self, out_dir: str, prefix: str, xlabel: str, ylabel: str, filename: str, logy: bool = False,
+                 logx: bool = True):
         self.out_dir, self.prefix, self.xlabel, self.ylabel = Path(out_dir), prefix, xlabel, ylabel
-        self.filename, self.logy = filename, logy
+        self.filename, self.logy, self.logx = filename, logy, logx
 
     def points(self, metrics: dict) -> dict[float, float]:
         pat = re.compile(re.escape(self.prefix) + r"(?:[a-z]+=)?([0-9.eE+-]+)$")
@@ -37,7 +38,8 @@ class MetricCurvePlot(L.Callback):
         pts = self.points(trainer.callback_metrics)
         if pts:
             title = f"{getattr(pl_module.model.pe, 'name', '')} - step {trainer.global_step}"
-            plot_curve({title: pts}, self.out_dir / self.filename, self.xlabel, self.ylabel, logy=self.logy)
+            plot_curve({title: pts}, self.out_dir / self.filename, self.xlabel, self.ylabel, logy=self.logy,
+                       logx=self.logx)
 
 
 class StopOnNonFiniteLoss(L.Callback):

@@ -9,11 +9,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 
 def finite_points(points: dict[float, float]) -> dict[float, float]:
     """Drop non-finite values (a diverged metric), so a plot, on a log scale too, still draws the rest."""
     return {x: y for x, y in points.items() if math.isfinite(x) and math.isfinite(y)}
+
+
+MAX_LABELLED_TICKS = 16
 
 
 def plot_curve(series: dict[str, dict[float, float]], path: Path | str, xlabel: str, ylabel: str,
@@ -36,12 +40,45 @@ def plot_curve(series: dict[str, dict[float, float]], path: Path | str, xlabel: 
         ax.set_xscale("log", base=2)
     if logy:
         ax.set_yscale("log")
+    evaluated = sorted({x for pts in series.values() for x in pts})
+    if 0 < len(evaluated) <= MAX_LABELLED_TICKS:  # ticks at the evaluated values, written as plain numbers
+        ax.set_xticks(evaluated, [f"{x:g}" for x in evaluated], fontsize=8 if len(evaluated) > 8 else None)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def save_labelled_grid(images, path: Path | str, columns: list[str], row_labels: list[str] | None = None,
+                       title: str = "", ncol: int | None = None) -> Path:
+    """A grid of grayscale images in [0, 1] (N, 1, H, W), each titled with ``columns[i]`` (e.g. its class name), a
+    label per row on the left; a PNG a reader can read without knowing the batch order."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = len(images)
+    ncol = ncol or min(n, 10)
+    nrow = math.ceil(n / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(0.9 * ncol + (0.8 if row_labels else 0), 1.0 * nrow + 0.4),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(images[i][0].float().cpu().clamp(0, 1), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(columns[i], fontsize=6, pad=2)
+        if row_labels and i % ncol == 0:
+            ax.set_ylabel(row_labels[i // ncol], fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

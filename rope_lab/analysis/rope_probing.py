@@ -275,11 +275,18 @@ def save_before_after(rows: list[dict[str, Tensor]], path: Path | str, title: st
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(len(rows), 3, figsize=(5, 1.7 * len(rows)), squeeze=False)
     for ax_row, r in zip(axes, rows):
-        for ax, img, name in zip(ax_row, (r["before"][0], r["after"][0], r["mask"].float()),
-                                 ("before", "after (moved)", "fg tokens")):
-            ax.imshow(img.cpu(), cmap="gray", vmin=0, vmax=1)
+        before = r["before"][0].cpu()
+        for ax, img, name in zip(ax_row, (before, r["after"][0].cpu(), before),
+                                 ("before", "after (moved)", "moved tokens (red) on before")):
+            ax.imshow(img, cmap="gray", vmin=0, vmax=1)
             ax.set_title(name, fontsize=7)
-            ax.axis("off")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        # the token mask stretched over the pixel grid, red and translucent, so it reads on any background
+        h, w = before.shape
+        overlay = torch.zeros(*r["mask"].shape, 4)
+        overlay[..., 0], overlay[..., 3] = 1.0, 0.45 * r["mask"].float().cpu()
+        ax_row[2].imshow(overlay, extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="nearest")
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()

@@ -23,5 +23,5 @@ def image_gen_tables(runs: list[RunResult], out_dir: Path) -> list[Path]:
               for r in runs}
     train = runs[0].config.get("task", {}).get("image_size") if runs else None
     plot = plot_curve(series, out_dir / "acc_vs_resolution.png", "generation resolution (px)",
-                      "classifier accuracy", vline=train, vline_label="training resolution")
+                      "classifier accuracy", logx=False, vline=train, vline_label="training resolution")
     return [table, plot]

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from torchvision.utils import save_image
 
-from rope_lab.data.fashion_mnist import load_fashion_mnist
+from rope_lab.analysis.plots import save_labelled_grid
+from rope_lab.data.fashion_mnist import CLASSES, load_fashion_mnist
 from rope_lab.optim import OptimConfig
 from rope_lab.tasks.base import TaskModule, TaskSpec, register_task
 from rope_lab.tasks.control_gen.control import ControlBaselines, frame_accuracy, melody, one_hot
@@ -155,7 +155,12 @@ class ControlGenModule(TaskModule):
         if batch_idx == 0 and self._trainer is not None:
             path = Path(self.trainer.default_root_dir) / "samples" / f"control_step={self.global_step}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_image(torch.cat([images[:10], out[:10], free[:10]]), path, nrow=10, padding=1)
+            k = min(10, len(images))
+            names = [CLASSES[int(y)] for y in labels[:k]]
+            save_labelled_grid(torch.cat([images[:k], out[:k], free[:k]]), path, names * 3,
+                               row_labels=["request (real)", "control on", "control off"], ncol=k,
+                               title=f"control_gen step {self.global_step}: the real image whose melody is the "
+                                     f"control, and samples with / without it")
 
 
 @register_task("control_gen")

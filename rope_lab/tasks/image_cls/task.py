@@ -14,7 +14,8 @@ class ImageClassificationTask:
     backbones = ("vit",)
     monitor, mode = "val/acc", "max"
     curve = {"prefix": "val/acc@", "xlabel": "test resolution (px)", "ylabel": "top-1 accuracy",
-             "filename": "acc_vs_resolution.png", "logy": False}
+             "filename": "acc_vs_resolution.png", "logy": False,
+             "logx": False}
 
     def __init__(self, cfg: ImageClsConfig) -> None:
         check_config(cfg)

@@ -11,8 +11,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.utils import save_image
 
+from rope_lab.analysis.plots import save_labelled_grid
+from rope_lab.data.fashion_mnist import CLASSES
 from rope_lab.optim import OptimConfig
 from rope_lab.tasks.base import TaskModule
 from rope_lab.tasks.image_gen.classifier import accuracy, load_or_train
@@ -105,7 +106,10 @@ class ImageGenModule(TaskModule):
         if batch_idx == 0 and self._trainer is not None:
             out = Path(self.trainer.default_root_dir) / "samples" / f"res={size}_step={self.global_step}.png"
             out.parent.mkdir(parents=True, exist_ok=True)
-            save_image(images[:50], out, nrow=10, padding=1)
+            shown = images[:50]
+            save_labelled_grid(shown, out, [CLASSES[int(y)] for y in labels[: len(shown)]],
+                               title=f"{self.model.pe.name}: samples at {size} px (step {self.global_step}), "
+                                     f"titled with the requested class")
 
     def on_validation_epoch_end(self) -> None:
         self.log("val/classifier_acc", self.classifier_acc)

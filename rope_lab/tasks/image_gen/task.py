@@ -15,7 +15,7 @@ class ImageGenTask:
     backbones = ("dit",)
     monitor, mode = "val/fid", "min"
     curve = {"prefix": "val/acc@res=", "xlabel": "generation resolution (px)", "ylabel": "classifier accuracy",
-             "filename": "acc_vs_resolution.png"}
+             "filename": "acc_vs_resolution.png", "logx": False}
 
     def __init__(self, cfg: ImageGenConfig) -> None:
         check_guidance(cfg.guidance)
