@@ -152,7 +152,7 @@ def _vt_chain(rng: random.Random, hops: int = 4) -> tuple[list[str], list[str], 
 def vt_sample(length: int, depth: float, seed: str, count_tokens: Callable[[str], int]) -> RulerSample:
     rng = random.Random(seed)
     ex_names, ex_lines, ex_value = _vt_chain(random.Random(f"{seed}/example"))
-    example = _vt_text(insert_at_depths([NOISE] * 4, ex_lines, [0.0, 0.2, 0.4, 0.6, 0.8])[0], ex_value)
+    example = _vt_text(insert_at_depths([NOISE], ex_lines, [0.0] * 5)[0], ex_value)
     example += " " + " ".join(ex_names) + "\n\n"
     names, lines, value = _vt_chain(rng)
     depths = [depth] + sorted(depth + (1.0 - depth) * rng.random() for _ in lines[1:])  # in order, as RULER

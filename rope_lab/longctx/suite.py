@@ -51,6 +51,13 @@ def model_info(lm: CausalLM) -> dict:
     return info
 
 
+def leading_tokens(lm: CausalLM, text: str, count: int) -> list[int]:
+    """The first ``count`` tokens of ``text`` (fewer if it is shorter), tokenizing only a prefix of a long book."""
+    chars = 16 * count  # at most ~16 characters per token in practice; the whole text when that falls short
+    ids = lm.encode(text[:chars])
+    return (ids if len(ids) >= count or chars >= len(text) else lm.encode(text))[:count]
+
+
 def run_suite(cfg: PretrainedEvalConfig, lm: CausalLM) -> tuple[dict[str, float], list[dict], str | None]:
     """(metrics, per-sample records, corpus source) of the evaluations in ``cfg.eval_suite``, lengths ascending
     (HF dynamic scaling keeps the largest base it has seen; reference/evaluation.md section 2.2)."""
@@ -61,14 +68,15 @@ def run_suite(cfg: PretrainedEvalConfig, lm: CausalLM) -> tuple[dict[str, float]
     needs_text = bool({"ppl_by_position", "sliding_window"} & set(cfg.eval_suite)) or (
         "ruler" in cfg.eval_suite and bool(essay_tasks))
     documents, source = load_long_documents(cfg.corpus, cfg.data_dir, cfg.corpus_path) if needs_text else ([], None)
-    token_docs = [lm.encode(d.text) for d in documents[: cfg.num_documents]]
+    keep = max(lengths[-1], cfg.sliding_tokens or 2 * lengths[-1])
+    token_docs = [leading_tokens(lm, d.text, keep) for d in documents[: cfg.num_documents]]
     if "ppl_by_position" in cfg.eval_suite:
         for length in lengths:
             metrics.update(perplexity_by_position(lm, token_docs, length, cfg.position_buckets).metrics())
     if "sliding_window" in cfg.eval_suite:
-        keep = cfg.sliding_tokens or 2 * lengths[-1]
+        scored = cfg.sliding_tokens or 2 * lengths[-1]
         for window in lengths:
-            ppl = sliding_window_perplexity(lm, [d[:keep] for d in token_docs], window, cfg.sliding_stride)
+            ppl = sliding_window_perplexity(lm, [d[:scored] for d in token_docs], window, cfg.sliding_stride)
             metrics[f"sliding_window/ppl@window={window}/stride={cfg.sliding_stride}"] = ppl
     if "passkey" in cfg.eval_suite:
         found, rows = run_passkey(lm, lengths, list(cfg.depths), cfg.passkey_trials, cfg.seed)
