@@ -49,6 +49,11 @@ def insert_at_depths(units: list[str], needles: list[str], depths: list[float]) 
     return out, where
 
 
+def haystack_depths(where: list[int], haystack_units: int) -> list[float]:
+    """Per inserted needle: the fraction of the haystack's own units that precede it (other needles not counted)."""
+    return [(w - sum(o < w for o in where)) / max(1, haystack_units) for w in where]
+
+
 def postprocess(prediction: str) -> str:
     """RULER's prediction clean-up: strip, control characters to newlines, strip."""
     return re.sub(r"[\x00-\x1f]", "\n", prediction.strip()).strip()

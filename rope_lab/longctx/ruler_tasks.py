@@ -21,7 +21,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Callable
 
-from rope_lab.longctx.prompts import NOISE, fit_units, insert_at_depths
+from rope_lab.longctx.prompts import NOISE, fit_units, haystack_depths, insert_at_depths
 
 ADJECTIVES = ("amber ancient brave bright calm clever crimson curious daring distant eager elegant fierce gentle "
               "golden hidden humble icy jolly kind lively lucky mellow misty noble quiet rapid silent silver sturdy "
@@ -60,7 +60,7 @@ class RulerSample:
     prompt: str  # ends with the answer prefix
     references: list[str]
     gen_tokens: int
-    needle_depths: list[float] = field(default_factory=list)  # unit index / units, every needle or chain line
+    needle_depths: list[float] = field(default_factory=list)  # haystack fraction before each needle / chain line
     answer_depth: float = 0.0  # tokens before the first answer needle / prompt tokens
 
 
@@ -118,7 +118,7 @@ def niah_sample(task: str, length: int, depth: float, seed: str, count_tokens: C
         units, where = insert_at_depths(_haystack(spec.haystack, n, random.Random(hay_seed), essay), needles, depths)
         text = ("Some special magic numbers are hidden within the following text. Make sure to memorize them. I "
                 f"will quiz you about the numbers afterwards.\n{sep.join(units)}\n{question}{prefix}")
-        return text, [w / max(1, len(units) - 1) for w in where]
+        return text, haystack_depths(where, n)
 
     available = len(essay) if spec.haystack == "essay" else length
     n = fit_units(lambda k: build(k)[0], count_tokens, length, spec.gen_tokens, min(available, length))
@@ -159,7 +159,7 @@ def vt_sample(length: int, depth: float, seed: str, count_tokens: Callable[[str]
 
     def build(n: int) -> tuple[str, list[int]]:
         units, where = insert_at_depths([NOISE] * n, lines, depths)
-        return example + _vt_text(units, value), [w / max(1, len(units) - 1) for w in where]
+        return example + _vt_text(units, value), haystack_depths(where, n)
 
     n = fit_units(lambda k: build(k)[0], count_tokens, length, VT_GEN_TOKENS, length)
     prompt, needle_depths = build(n)
