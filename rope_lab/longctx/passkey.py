@@ -47,7 +47,8 @@ def passkey_prompt(lm: CausalLM, length: int, depth: float, key: int, budget: in
         head = TASK + "\n" + " ".join(units[:at])
         return head + " " + " ".join(units[at:]) + "\n" + QUESTION, len(head)
 
-    n = fit_units(lambda k: build(k)[0], lambda t: len(lm.encode(t)), length, budget, available=length)  # a sentence is at least one token
+    # a sentence is at least one token, so at most `length` of them fit
+    n = fit_units(lambda k: build(k)[0], lambda t: len(lm.encode(t)), length, budget, available=length)
     text, key_at = build(n)
     key_depth = len(lm.encode(text[:key_at])) / len(lm.encode(text))
     return PasskeyPrompt(text, key, depth, key_depth)

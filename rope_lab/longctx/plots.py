@@ -44,7 +44,8 @@ def write_plots(metrics: dict[str, float], out_dir: Path, name: str) -> list[Pat
     if ruler:
         written.append(plot_heatmaps(ruler, out_dir / "ruler_heatmaps.png", xlabel=LENGTH))
         curves = {task: {float(n): metrics[f"ruler/{task}/len={n}"] for n, _ in cells} for task, cells in ruler.items()}
-        curves["mean"] = {float(m.group(1)): v for k, v in metrics.items() if (m := re.fullmatch(r"ruler/len=(\d+)", k))}
+        curves["mean"] = {float(m.group(1)): v for k, v in metrics.items()
+                          if (m := re.fullmatch(r"ruler/len=(\d+)", k))}
         written.append(plot_curve(curves, out_dir / "ruler_vs_length.png", LENGTH, "score (string match)",
                                   title=f"{name}: RULER"))
     return written

@@ -80,8 +80,8 @@ def test_local_task_through_simple_evaluate(harness, tmp_path, monkeypatch):
         "metric_list:\n  - metric: word_perplexity\n  - metric: bits_per_byte\n")
     from lm_eval.tasks import TaskManager
 
-    out = lm_eval.simple_evaluate(model=harness, tasks=["tiny_ppl"], task_manager=TaskManager(include_path=str(tmp_path)),
-                                  bootstrap_iters=0)
+    out = lm_eval.simple_evaluate(model=harness, tasks=["tiny_ppl"], bootstrap_iters=0,
+                                  task_manager=TaskManager(include_path=str(tmp_path)))
     res = out["results"]["tiny_ppl"]
     total = sum(harness.loglikelihood_rolling([_req(t)])[0] for t in ["The grass is green.", "The sky is blue."])
     n_bytes = len("The grass is green.".encode()) + len("The sky is blue.".encode())
