@@ -7,6 +7,15 @@ The training run's config (``<run>/run_config.yaml``, or ``<run>/.hydra/config.y
 base; the command-line overrides (Hydra override grammar: ``key=value``, ``+new.key=value``, ``group=option``)
 change it. Results go to ``<run>/eval/<time>_<uid>/`` (results.json, metrics.csv, plots); the run itself is never
 touched. A mistake in the command prints ``error: ...`` and exits with status 2.
+
+A pretrained causal LM directory (Hugging Face layout: config.json, weights, tokenizer) is evaluated directly, no
+run directory needed (keys: rope_lab/longctx/config.py):
+
+    python eval.py pretrained=/models/llama eval_suite=[ppl_by_position,sliding_window,passkey,ruler] \
+        eval_lengths=[2048,4096,8192]
+
+Results go to ``outputs/eval_pretrained/<dir name>/<time>_<uid>/`` (or ``out_dir=``, which must not hold a
+finished result).
 """
 
 import os
@@ -19,7 +28,8 @@ from rope_lab.evaluate import evaluate, parse_overrides
 
 os.environ.setdefault("WANDB_MODE", "offline")
 
-USAGE = "usage: python eval.py ckpt_path=<run>/checkpoints/last.ckpt [key=value | +new.key=value | group=option ...]"
+USAGE = ("usage: python eval.py ckpt_path=<run>/checkpoints/last.ckpt [key=value | +new.key=value | group=option ...]\n"
+         "       python eval.py pretrained=<hf checkpoint dir> [eval_suite=[...] eval_lengths=[...] key=value ...]")
 
 
 def main(argv: list[str]) -> dict:
@@ -29,6 +39,12 @@ def main(argv: list[str]) -> dict:
 
     def work() -> dict:
         values = parse_overrides(argv)
+        if "pretrained" in values:
+            if "ckpt_path" in values:
+                raise ValueError("give either ckpt_path=<run checkpoint> or pretrained=<hf checkpoint dir>, not both")
+            from rope_lab.longctx.suite import evaluate_pretrained
+
+            return evaluate_pretrained(values)
         if "ckpt_path" not in values:
             print(USAGE, file=sys.stderr)
             raise SystemExit(USAGE_ERROR)

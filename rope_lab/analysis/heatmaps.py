@@ -26,7 +26,8 @@ def grid(values: dict[tuple[int, float], float]) -> tuple[list[int], list[float]
     return lengths, depths, arr
 
 
-def _draw(ax, values, title: str, train_length: int | None = None, ylabel: bool = True):
+def _draw(ax, values, title: str, train_length: int | None = None, ylabel: bool = True,
+          xlabel: str = "haystack frames"):
     lengths, depths, arr = grid(values)
     im = ax.imshow(arr, cmap=CMAP, vmin=0.0, vmax=1.0, aspect="auto")
     ax.set_xticks(range(len(lengths)), [str(n) for n in lengths])
@@ -37,7 +38,7 @@ def _draw(ax, values, title: str, train_length: int | None = None, ylabel: bool 
                 ax.text(j, i, f"{arr[i, j]:.2f}", ha="center", va="center", fontsize=7)
     if train_length is not None and train_length in lengths:
         ax.axvline(lengths.index(train_length) + 0.5, color="black", linestyle="--", linewidth=1)
-    ax.set_xlabel("haystack frames")
+    ax.set_xlabel(xlabel)
     if ylabel:
         ax.set_ylabel("needle depth")
     ax.set_title(title, fontsize=9)
@@ -45,11 +46,11 @@ def _draw(ax, values, title: str, train_length: int | None = None, ylabel: bool 
 
 
 def plot_heatmap(values: dict[tuple[int, float], float], path: Path | str, title: str,
-                 train_length: int | None = None) -> Path:
+                 train_length: int | None = None, xlabel: str = "haystack frames") -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    im = _draw(ax, values, title, train_length)
+    im = _draw(ax, values, title, train_length, xlabel=xlabel)
     fig.colorbar(im, ax=ax, label="accuracy")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -58,7 +59,7 @@ def plot_heatmap(values: dict[tuple[int, float], float], path: Path | str, title
 
 
 def plot_heatmaps(panels: dict[str, dict[tuple[int, float], float]], path: Path | str,
-                  train_length: int | None = None) -> Path:
+                  train_length: int | None = None, xlabel: str = "haystack frames") -> Path:
     """Side-by-side heat-maps, one panel per run (label -> values)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +68,7 @@ def plot_heatmaps(panels: dict[str, dict[tuple[int, float], float]], path: Path 
     im = None
     for i, (ax, (label, values)) in enumerate(zip(axes[0], panels.items())):
         mean = float(np.nanmean(list(values.values()))) if values else float("nan")
-        im = _draw(ax, values, f"{label}\nmean {mean:.3f}", train_length, ylabel=i == 0)
+        im = _draw(ax, values, f"{label}\nmean {mean:.3f}", train_length, ylabel=i == 0, xlabel=xlabel)
     if im is not None:
         fig.colorbar(im, ax=axes[0].tolist(), label="accuracy", shrink=0.8)
     fig.savefig(path, dpi=120, bbox_inches="tight")

@@ -42,7 +42,7 @@ def is_validation(name: str, val_fraction: float) -> bool:
 
 def _read_tree(root: Path, pattern: str) -> list[Document]:
     docs = []
-    for path in sorted(root.rglob(pattern)):
+    for path in sorted(p for p in root.rglob(pattern) if p.is_file()):  # "*" also matches sub-folders
         text = path.read_text(encoding="utf-8", errors="replace")
         if text.strip():
             docs.append(Document(str(path.relative_to(root)), text))
