@@ -68,7 +68,7 @@ class XPos(RoPE):
         if self.scaling.rerotates_cache:
             raise ValueError("pe=xpos caches rotated keys; use a pe/scaling with kv_cache=hf")
         log_zeta = xpos_zeta(self.n_pairs, self.cfg.gamma).log() / self.cfg.scale_base
-        self.register_buffer("log_zeta", log_zeta.float(), persistent=False)
+        self.register_buffer("log_zeta", log_zeta, persistent=False)  # float64: cast to the math dtype per use
         return self
 
     def prepare(self, positions: Positions, cache: KVCache | None = None) -> PEState:
