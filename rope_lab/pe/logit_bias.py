@@ -43,10 +43,14 @@ def track_key_coords(state: PEState, cache: KVCache | None) -> None:
     """Store the queries' token coordinates (B, Nq) and every key's (B, Nk), the cached keys' first, in
     ``state.extra``; the cache keeps the keys' for the next chunk."""
     coords = state.coords[..., 0].float()
+    if coords.shape[0] > 1 and coords.stride(0) == 0:  # a batch-broadcast view: one row, so the bias is built once
+        coords = coords[:1]
     keys = coords
     if cache is not None:
         past = cache.pe_state.get(KEY_COORDS)
-        keys = coords if past is None else torch.cat([past.expand(coords.shape[0], -1), coords], dim=1)
+        if past is not None:
+            rows = max(past.shape[0], coords.shape[0])
+            keys = torch.cat([past.expand(rows, -1), coords.expand(rows, -1)], dim=1)
         cache.pe_state[KEY_COORDS] = keys
     state.extra["query_coords"], state.extra["key_coords"] = coords, keys
 
@@ -89,6 +93,6 @@ class TokenLogitBias(PositionalEncoding):
         nq, nk = q.shape[-2], k.shape[-2]
         bias = self.logit_bias(state, layer, nq, nk, causal=causal, x=x, cache=cache).to(math_dtype(q.dtype))
         keep = keep_mask(state, nq, nk, past, causal, cache, q.device)
-        if keep is not None:
-            bias = bias.masked_fill(~keep, float("-inf"))
+        if keep is not None:  # where(), not masked_fill: a batch-broadcast bias meets per-row document masks
+            bias = torch.where(keep, bias, float("-inf"))
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), enable_gqa=k.shape[1] != q.shape[1])

@@ -33,21 +33,39 @@ def _compose(*overrides: str):
 
 
 @pytest.mark.parametrize("name", VARIANTS)
-def test_a_packed_row_equals_its_documents_run_alone(name):
+def test_packed_rows_equal_their_documents_run_alone(name):
+    """Two rows packed differently; row 0 restarts positions per document, row 1 keeps one running index."""
     torch.manual_seed(0)
     cfg = DecoderConfig(vocab_size=64, dim=32, depth=2, n_heads=4, n_kv_heads=2, mlp_hidden=64, max_tokens=64)
     model = Decoder(cfg, build_pe({"name": name})).eval()
     if name == "cope":
         with torch.no_grad():
-            model.pe.position_embeddings.normal_()
-    lengths = (7, 5)
-    tokens = torch.randint(0, 64, (1, sum(lengths)))
-    coords = torch.cat([torch.arange(n, dtype=torch.float32) for n in lengths])[None, :, None]
-    segment = torch.cat([torch.full((n,), i) for i, n in enumerate(lengths)])[None]
+            model.pe.position_embeddings.normal_()  # zero at init: make the positions matter
+    layouts = [(7, 5), (4, 8)]
+    tokens = torch.randint(0, 64, (2, 12))
+    restart = torch.cat([torch.arange(n, dtype=torch.float32) for n in layouts[0]])
+    coords = torch.stack([restart, torch.arange(12.0)])[..., None]
+    segment = torch.stack([torch.cat([torch.full((n,), i) for i, n in enumerate(lay)]) for lay in layouts])
     with torch.no_grad():
         packed = model(tokens, Positions(coords=coords, segment=segment))
-        alone = [model(part, Positions.sequence(1, part.shape[1])) for part in tokens.split(lengths, dim=1)]
-    torch.testing.assert_close(packed, torch.cat(alone, dim=1), rtol=1e-5, atol=1e-5)
+        for row, lay in enumerate(layouts):
+            alone = [model(part, Positions.sequence(1, part.shape[1])) for part in tokens[row : row + 1].split(lay, 1)]
+            torch.testing.assert_close(packed[row : row + 1], torch.cat(alone, dim=1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["alibi", "xpos"])
+def test_broadcast_positions_with_per_row_documents(name):
+    """Batch-broadcast coordinates (one bias for all rows) meet per-row document masks."""
+    torch.manual_seed(0)
+    cfg = DecoderConfig(vocab_size=64, dim=32, depth=1, n_heads=4, n_kv_heads=2, mlp_hidden=64, max_tokens=64)
+    model = Decoder(cfg, build_pe({"name": name})).eval()
+    tokens = torch.randint(0, 64, (2, 9))
+    segment = torch.tensor([[0] * 3 + [1] * 6, [0] * 6 + [1] * 3])
+    broadcast = Positions.sequence(2, 9)
+    broadcast.segment = segment
+    dense = Positions(coords=torch.arange(9.0).repeat(2, 1), segment=segment)
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens, broadcast), model(tokens, dense))
 
 
 def test_each_builds_on_the_default_lm_task():
