@@ -97,8 +97,12 @@ class T5Bias(TokenLogitBias):
         if self.cfg.direction == "causal" and not causal:
             raise ValueError("pe=t5_bias direction=causal sends every future key to bucket 0: it needs causal "
                              "attention; choose direction=auto or bidirectional")
-        buckets = relative_position_bucket(-self.distances(state, n_keys)[:, 0], self.bidirectional(causal),
-                                           self.cfg.num_buckets, self.cfg.max_distance)
+        memo = ("t5_buckets", n_keys, causal)  # the same for every layer of this forward
+        if memo not in state.extra:
+            state.extra[memo] = relative_position_bucket(-self.distances(state, n_keys)[:, 0],
+                                                         self.bidirectional(causal), self.cfg.num_buckets,
+                                                         self.cfg.max_distance)
+        buckets = state.extra[memo]
         table = self.table[layer if self.cfg.per_layer else 0].float()  # (buckets, H)
         return table[buckets].permute(0, 3, 1, 2)  # (B, H, Nq, Nk)
 
