@@ -11,9 +11,35 @@ from __future__ import annotations
 import csv
 
 import lightning as L
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+from rope_lab.extras import missing
+
+#: the package each optional Lightning logger needs (Lightning raises ModuleNotFoundError without it)
+LOGGER_PACKAGES = {"TensorBoardLogger": "tensorboard", "WandbLogger": "wandb"}
+
+
+def build_loggers(logger_cfg) -> list:
+    """The Lightning loggers of ``cfg.logger`` (one entry per name; None entries skipped). A logger whose package
+    is missing is a user error naming the extra to install (``pip install 'rope_lab[loggers]'``)."""
+    loggers = []
+    for key, node in (logger_cfg or {}).items():
+        if node is None:
+            continue
+        try:
+            loggers.append(instantiate(node))
+        except InstantiationException as err:
+            cause = err.__cause__
+            target = str(node.get("_target_", ""))
+            package = LOGGER_PACKAGES.get(target.rsplit(".", 1)[-1])
+            if package and isinstance(cause, ModuleNotFoundError):
+                raise missing(package, f"logger.{key} ({target})") from err
+            raise
+    return loggers
 
 
 class KeepingExperimentWriter(ExperimentWriter):

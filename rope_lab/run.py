@@ -18,7 +18,7 @@ from rope_lab.backbones.registry import BACKBONE
 from rope_lab import run_dir as run_dir_lib
 from rope_lab.callbacks import MetricCurvePlot, StopOnNonFiniteLoss, write_results
 from rope_lab.cli import RunFailed, UserError
-from rope_lab.loggers import TrimLogsOnResume
+from rope_lab.loggers import TrimLogsOnResume, build_loggers
 from rope_lab.optim import OptimConfig
 from rope_lab.pe.registry import build_pe
 from rope_lab.registry import typed_config
@@ -139,7 +139,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path, rank0: bool) -> float:
     task, module, datamodule, model = build(cfg)
     if rank0:
         run_dir_lib.record_config(run_dir, cfg)
-    loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
+    loggers = build_loggers(cfg.logger)
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     callbacks += [StopOnNonFiniteLoss(), TrimLogsOnResume()]
     curve = getattr(task, "curve", None)
