@@ -68,17 +68,6 @@ def test_tiny_run_writes_metrics_plot_and_checkpoint(tmp_path):
     assert res.returncode != 0 and "already holds a finished run" in res.stderr
 
 
-def test_multirun_writes_separate_run_dirs(tmp_path):
-    train(tmp_path, "-m", "pe.base=1e2,1e6", "debug=fast")
-    dirs = sorted(p.parent for p in (tmp_path / "multirun").rglob("results.json"))
-    assert len(dirs) == 2 and dirs[0] != dirs[1]
-    bases = {json.loads((d / "results.json").read_text())["metrics"].get("val/ppl") is not None for d in dirs}
-    assert bases == {True}
-    from omegaconf import OmegaConf
-
-    assert sorted(OmegaConf.load(d / ".hydra" / "config.yaml").pe.base for d in dirs) == [1e2, 1e6]
-
-
 def test_same_seed_same_metrics_and_resume_continues_exactly(tmp_path):
     steps = ["trainer.max_steps=6", "trainer.val_check_interval=3", "callbacks.checkpoint.every_n_train_steps=1"]
     a, b = tmp_path / "a", tmp_path / "b"
