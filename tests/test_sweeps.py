@@ -21,10 +21,20 @@ def _sweep_dir(tmp_path: Path) -> Path:
     return summary.parent
 
 
+def tiny_corpus(tmp_path: Path) -> list[str]:
+    """A few small text files (task.corpus=files): the sweep machinery is under test, not the data pipeline."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    words = "rotary position embedding base frequency length sweep trial".split()
+    for i in range(8):
+        (folder / f"doc{i}.txt").write_text(" ".join(words[(i + j) % len(words)] for j in range(300)))
+    return ["task.corpus=files", f"task.data_path={folder}"]
+
+
 def test_multirun_goes_on_past_a_failing_job_and_exits_non_zero(tmp_path):
     """Job 1 gets a bad value (base <= 1): it is recorded, jobs 0 and 2 still train into their own dirs, the
     summary lists all three and the process exits with 1 naming the failed job."""
-    res = train(tmp_path, "-m", "pe.base=1e2,0.5,1e6", "debug=fast", check=False)
+    res = train(tmp_path, "-m", "pe.base=1e2,0.5,1e6", "debug=fast", *tiny_corpus(tmp_path), check=False)
     assert res.returncode == 1, res.stderr[-3000:]
     sweep = _sweep_dir(tmp_path)
     dirs = sorted(p.parent for p in sweep.rglob("results.json"))
@@ -43,7 +53,8 @@ def test_multirun_goes_on_past_a_failing_job_and_exits_non_zero(tmp_path):
 def test_optuna_sweep_two_trials(tmp_path):
     """hparams_search=optuna: two trials of a tiny config; the best value Optuna reports is the lower val/ppl of the
     two runs (lm_longctx minimises), and every trial has its own run dir."""
-    res = train(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=2", "debug=fast", check=False)
+    res = train(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=2", "debug=fast", *tiny_corpus(tmp_path),
+                check=False)
     assert res.returncode == 0, res.stderr[-3000:]
     sweep = _sweep_dir(tmp_path)
     runs = [json.loads(p.read_text()) for p in sorted(sweep.glob("job*/results.json"))]

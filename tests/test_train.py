@@ -57,11 +57,15 @@ def test_default_run_fast_dev_run(tmp_path):
 
 
 def test_tiny_run_writes_metrics_plot_and_checkpoint(tmp_path):
-    train(tmp_path, "trainer.max_steps=4", "trainer.val_check_interval=2")
+    train(tmp_path, "trainer.max_steps=4", "trainer.val_check_interval=2", "logger=tensorboard")
     (run_dir,) = (tmp_path / "outputs" / "lm_longctx" / "rope").glob("*/*")
     metrics = results(run_dir)
     assert {"val/ppl@32", "val/ppl@64", "val/passkey@len=128/depth=0.5", "train/loss"} <= set(metrics)
     assert (run_dir / "ppl_vs_length.png").stat().st_size > 1000
+    from tests.test_plot_logging import tensorboard_images
+
+    # the plot is in TensorBoard too, once per validation (steps 2 and 4)
+    assert [e.step for e in tensorboard_images(run_dir / "tensorboard")["plots/ppl_vs_length"]] == [2, 4]
     assert (run_dir / "metrics.csv").exists() and (run_dir / "checkpoints" / "last.ckpt").exists()
     # a finished run dir is never overwritten
     res = train(tmp_path, f"hydra.run.dir={run_dir}", "trainer.max_steps=4", check=False)

@@ -38,6 +38,7 @@ from omegaconf import OmegaConf
 
 from rope_lab.analysis import stats
 from rope_lab.analysis.results import markdown_table
+from rope_lab.progress import progress
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ROOT / "experiments"
@@ -152,13 +153,16 @@ def run_study(spec: StudySpec, seeds: int, budget: str, extra: list[str], out: P
     spec.check_runnable()
     start, cpu, rows = time.time(), 0.0, []
     runs_root = EXPERIMENTS / spec.name / "runs" / "seeds" / budget
-    for seed in range(seeds):  # seed-major: a partial sweep already has every variant at the first seeds
-        for variant in spec.variants:
-            overrides = spec.overrides(variant, budget, seed, extra)
-            metrics, spent = train_one(runs_root / _slug(variant) / f"seed{seed}", overrides)
-            cpu += spent
-            rows += [{"variant": variant, "seed": seed, "metric": m, "value": metrics.get(m, math.nan)}
-                     for m in sorted(set(spec.metrics) | {c.metric for c in spec.claims})]
+    # seed-major: a partial sweep already has every variant at the first seeds
+    jobs = [(seed, variant) for seed in range(seeds) for variant in spec.variants]
+    bar = progress(jobs, desc=f"{spec.name} ({budget})")
+    for seed, variant in bar:
+        bar.set_postfix_str(f"{variant} seed {seed}")
+        overrides = spec.overrides(variant, budget, seed, extra)
+        metrics, spent = train_one(runs_root / _slug(variant) / f"seed{seed}", overrides)
+        cpu += spent
+        rows += [{"variant": variant, "seed": seed, "metric": m, "value": metrics.get(m, math.nan)}
+                 for m in sorted(set(spec.metrics) | {c.metric for c in spec.claims})]
     out.mkdir(parents=True, exist_ok=True)
     write_runs(out / RUNS_CSV, rows)
     b = spec.budgets.get(budget, Budget())

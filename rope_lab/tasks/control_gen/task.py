@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.utils import save_image
 
 from rope_lab.data.fashion_mnist import load_fashion_mnist
+from rope_lab.loggers import log_image_file
 from rope_lab.optim import OptimConfig
 from rope_lab.tasks.base import TaskModule, TaskSpec, register_task
 from rope_lab.tasks.control_gen.control import frame_accuracy, melody, one_hot
@@ -142,6 +143,7 @@ class ControlGenModule(TaskModule):
             path = Path(self.trainer.default_root_dir) / "samples" / f"control_step={self.global_step}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             save_image(torch.cat([images[:10], out[:10], free[:10]]), path, nrow=10, padding=1)
+            log_image_file(self.trainer, path, "samples/control")
 
 
 @register_task("control_gen")

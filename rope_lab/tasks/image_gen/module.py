@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.utils import save_image
 
+from rope_lab.loggers import log_image_file
 from rope_lab.optim import OptimConfig
 from rope_lab.tasks.base import TaskModule
 from rope_lab.tasks.image_gen.classifier import accuracy, load_or_train
@@ -106,6 +107,7 @@ class ImageGenModule(TaskModule):
             out = Path(self.trainer.default_root_dir) / "samples" / f"res={size}_step={self.global_step}.png"
             out.parent.mkdir(parents=True, exist_ok=True)
             save_image(images[:50], out, nrow=10, padding=1)
+            log_image_file(self.trainer, out, f"samples/res={size}")
 
     def on_validation_epoch_end(self) -> None:
         self.log("val/classifier_acc", self.classifier_acc)
