@@ -28,7 +28,7 @@ def tiny_corpus(tmp_path: Path) -> list[str]:
     words = "rotary position embedding base frequency length sweep trial".split()
     for i in range(8):
         (folder / f"doc{i}.txt").write_text(" ".join(words[(i + j) % len(words)] for j in range(300)))
-    return ["task.corpus=files", f"task.data_path={folder}"]
+    return ["task.corpus=files", f"task.data_path={folder}", "task.val_fraction=0.25"]  # doc3, doc5: validation
 
 
 def test_multirun_goes_on_past_a_failing_job_and_exits_non_zero(tmp_path):
