@@ -7,8 +7,9 @@ export OMP_WAIT_POLICY ?= PASSIVE
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
-	$(PY) -m pip install -q -e '.[dev]'
+# ranges in pyproject.toml, exact versions from constraints.txt (what CI tests)
+$(STAMP): pyproject.toml constraints.txt
+	$(PY) -m pip install -q -e '.[dev]' -c constraints.txt
 	@mkdir -p .make && touch $(STAMP)
 
 data: install

@@ -13,10 +13,12 @@ import torch
 from rope_lab.cli import RunFailed
 
 from rope_lab.analysis.plots import plot_curve
+from rope_lab.loggers import log_image_file
 
 
 class MetricCurvePlot(L.Callback):
-    """After each validation, plot every logged metric ``<prefix><x>`` against x (e.g. val/ppl@L vs L)."""
+    """After each validation, plot every logged metric ``<prefix><x>`` against x (e.g. val/ppl@L vs L) into a PNG,
+    also logged as the image ``plots/<filename stem>`` to the run's TensorBoard / wandb loggers."""
 
     def __init__(self, out_dir: str, prefix: str, xlabel: str, ylabel: str, filename: str, logy: bool = False,
                  logx: bool = True):
@@ -38,8 +40,9 @@ class MetricCurvePlot(L.Callback):
         pts = self.points(trainer.callback_metrics)
         if pts:
             title = f"{getattr(pl_module.model.pe, 'name', '')} - step {trainer.global_step}"
-            plot_curve({title: pts}, self.out_dir / self.filename, self.xlabel, self.ylabel, logy=self.logy,
-                       logx=self.logx)
+            path = plot_curve({title: pts}, self.out_dir / self.filename, self.xlabel, self.ylabel, logy=self.logy,
+                              logx=self.logx)
+            log_image_file(trainer, path, f"plots/{Path(self.filename).stem}")
 
 
 class StopOnNonFiniteLoss(L.Callback):

@@ -22,6 +22,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from rope_lab.progress import on_terminal
 from rope_lab.run import build, load_model_weights
 from rope_lab.run_dir import config_file
 
@@ -151,7 +152,7 @@ def evaluate(ckpt_path: str, overrides: dict) -> dict[str, float]:
     logger = L.pytorch.loggers.CSVLogger(str(out_dir), name="", version="")
     # default_root_dir: plots the task module writes (e.g. V-NIAH heatmaps) go to the eval dir, never the cwd
     trainer = L.Trainer(accelerator=cfg.trainer.get("accelerator", "auto"), devices=1, logger=logger,
-                        default_root_dir=str(out_dir), enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=str(out_dir), enable_progress_bar=on_terminal(), enable_model_summary=False,
                         enable_checkpointing=False)
     trainer.validate(module, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}

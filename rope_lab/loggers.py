@@ -1,4 +1,5 @@
-"""Lightning's CSV logger, keeping a resumed run's history.
+"""Loggers: building them from the config, Lightning's CSV logger keeping a resumed run's history, and plots sent to
+the TensorBoard / wandb loggers as images.
 
 Lightning's ``ExperimentWriter`` deletes an existing ``metrics.csv`` when it opens a directory that is not empty,
 so a run resumed with ``ckpt_path=last`` kept only the rows logged after the resume. Here the rows logged before
@@ -9,11 +10,39 @@ dropped when training restarts from the checkpoint.
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import lightning as L
+import numpy as np
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from lightning.fabric.loggers.logger import rank_zero_experiment
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+from rope_lab.extras import missing
+
+#: the package each optional Lightning logger needs (Lightning raises ModuleNotFoundError without it)
+LOGGER_PACKAGES = {"TensorBoardLogger": "tensorboard", "WandbLogger": "wandb"}
+
+
+def build_loggers(logger_cfg) -> list:
+    """The Lightning loggers of ``cfg.logger`` (one entry per name; None entries skipped). A logger whose package
+    is missing is a user error naming the extra to install (``pip install 'rope_lab[loggers]'``)."""
+    loggers = []
+    for key, node in (logger_cfg or {}).items():
+        if node is None:
+            continue
+        try:
+            loggers.append(instantiate(node))
+        except InstantiationException as err:
+            cause = err.__cause__
+            target = str(node.get("_target_", ""))
+            package = LOGGER_PACKAGES.get(target.rsplit(".", 1)[-1])
+            if package and isinstance(cause, ModuleNotFoundError):
+                raise missing(package, f"logger.{key} ({target})") from err
+            raise
+    return loggers
 
 
 class KeepingExperimentWriter(ExperimentWriter):
@@ -61,3 +90,22 @@ class TrimLogsOnResume(L.Callback):
         for lg in trainer.loggers:
             if isinstance(lg, KeepingCSVLogger) and trainer.is_global_zero:
                 lg.experiment.drop_rows_from(step)
+
+
+def log_image_file(trainer: L.Trainer | None, path: str | Path, tag: str) -> None:
+    """Log a plot or sample grid just written to ``path`` (PNG) as an image to every TensorBoard and wandb logger of
+    ``trainer``, at the current step (the file stays the record; this makes it visible in the dashboards)."""
+    if trainer is None or not trainer.is_global_zero:
+        return
+    targets = [lg for lg in trainer.loggers if isinstance(lg, (TensorBoardLogger, WandbLogger))]
+    if not targets:
+        return
+    from PIL import Image
+
+    with Image.open(path) as img:
+        pixels = np.asarray(img.convert("RGB"))
+    for lg in targets:
+        if isinstance(lg, TensorBoardLogger):
+            lg.experiment.add_image(tag, pixels, global_step=trainer.global_step, dataformats="HWC")
+        else:
+            lg.log_image(key=tag, images=[str(path)], step=trainer.global_step)

@@ -18,7 +18,7 @@ from rope_lab.backbones.registry import BACKBONE
 from rope_lab import run_dir as run_dir_lib
 from rope_lab.callbacks import MetricCurvePlot, StopOnNonFiniteLoss, write_results
 from rope_lab.cli import RunFailed, UserError
-from rope_lab.loggers import TrimLogsOnResume
+from rope_lab.loggers import TrimLogsOnResume, build_loggers
 from rope_lab.optim import OptimConfig
 from rope_lab.pe.registry import build_pe
 from rope_lab.registry import typed_config
@@ -28,10 +28,19 @@ log = logging.getLogger(__name__)
 
 
 def register_resolvers() -> None:
-    """``${uid:}``: a random id fixed for the process, so two runs started in the same second never share a dir."""
+    """``${uid:}``: a random id fixed for the process, so two runs started in the same second never share a dir.
+    ``${task_direction:NAME}``: ``minimize`` or ``maximize``, the direction of task NAME's headline metric (the value
+    train.py returns to a sweeper such as Optuna)."""
     if not OmegaConf.has_resolver("uid"):
         token = secrets.token_hex(3)
         OmegaConf.register_new_resolver("uid", lambda: token)
+    if not OmegaConf.has_resolver("task_direction"):
+        OmegaConf.register_new_resolver("task_direction", task_direction)
+
+
+def task_direction(task_name: str) -> str:
+    """``maximize`` when task ``task_name`` monitors a metric to maximise (accuracy), else ``minimize``."""
+    return {"max": "maximize", "min": "minimize"}[TASK.get(str(task_name)).mode]
 
 
 class _OptimHolder:
@@ -139,7 +148,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path, rank0: bool) -> float:
     task, module, datamodule, model = build(cfg)
     if rank0:
         run_dir_lib.record_config(run_dir, cfg)
-    loggers = [instantiate(c) for c in (cfg.logger or {}).values() if c is not None]
+    loggers = build_loggers(cfg.logger)
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     callbacks += [StopOnNonFiniteLoss(), TrimLogsOnResume()]
     curve = getattr(task, "curve", None)
@@ -163,6 +172,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path, rank0: bool) -> float:
     if not trainer.is_global_zero:  # the other ranks trained the same run; rank 0 records it once
         return metrics.get(task.monitor, float("nan"))
     write_results(run_dir, metrics, {"task": task.name, "pe": model.pe.name, "data_source": source,
+                                     "monitor": task.monitor,
                                      "pe_repr": hparams["pe_repr"], "global_step": trainer.global_step,
                                      "n_params": hparams["n_params"],
                                      "n_trainable_params": hparams["n_trainable_params"]})

@@ -7,6 +7,8 @@ from abc import ABC, abstractmethod
 
 from torch import nn
 
+from rope_lab.extras import require
+
 
 def target_linears(model: nn.Module, names: list[str]) -> dict[str, nn.Linear]:
     """The ``nn.Linear`` modules whose last name component is in ``names`` (peft's ``target_modules`` rule)."""
@@ -51,6 +53,7 @@ class PeftAdapter(ABC):
         """Raise a ValueError naming ``name`` when this adapter cannot wrap ``linear``."""
 
     def apply(self, model: nn.Module) -> nn.Module:
+        require("peft", f"adapter={self.name}")  # optional: the [adapters] extra
         from peft import inject_adapter_in_model
 
         for name, linear in target_linears(model, list(self.cfg.target_modules)).items():

@@ -43,6 +43,7 @@ from omegaconf import OmegaConf
 
 from rope_lab.analysis import stats
 from rope_lab.analysis.results import markdown_table
+from rope_lab.progress import progress
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ROOT / "experiments"
@@ -313,18 +314,22 @@ def run_study(spec: StudySpec, seeds: int, budget: str, extra: list[str], out: P
                          f"got {extra}")
     start, cpu, rows = time.time(), 0.0, []
     runs_root = EXPERIMENTS / spec.name / "runs" / "seeds" / budget
-    for seed in range(seeds):  # seed-major: a partial sweep already has every variant at the first seeds
+    # seed-major: a partial sweep already has every variant at the first seeds
+    jobs = [(seed, variant) for seed in range(seeds) for variant in
+            (["(analysis)"] if spec.analysis else spec.run_order())]
+    bar = progress(jobs, desc=f"{spec.name} ({budget})")
+    for seed, variant in bar:
+        bar.set_postfix_str(f"{variant} seed {seed}")
         if spec.analysis:
             outputs, spent = analyse_one(spec, seed, budget, runs_root / f"analysis_seed{seed}.json")
             cpu += spent
             rows += [{"variant": v, "seed": seed, "metric": m, "value": outputs[v].get(m, math.nan)}
                      for v in spec.variants for m in spec.recorded_metrics()]
             continue
-        for variant in spec.run_order():
-            metrics, spent = run_variant(spec, variant, budget, seed, extra, runs_root)
-            cpu += spent
-            rows += [{"variant": variant, "seed": seed, "metric": m, "value": metrics.get(m, math.nan)}
-                     for m in spec.recorded_metrics()]
+        metrics, spent = run_variant(spec, variant, budget, seed, extra, runs_root)
+        cpu += spent
+        rows += [{"variant": variant, "seed": seed, "metric": m, "value": metrics.get(m, math.nan)}
+                 for m in spec.recorded_metrics()]
     out.mkdir(parents=True, exist_ok=True)
     write_runs(out / RUNS_CSV, rows)
     b = spec.budgets.get(budget, Budget())

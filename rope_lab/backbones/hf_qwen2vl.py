@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from rope_lab.backbones.registry import register_backbone
+from rope_lab.extras import require
 from rope_lab.pe.base import IMAGE, VIDEO, AttentionGeometry, KVCache, PEState, PositionalEncoding, Positions
 from rope_lab.pe.multimodal import example_multimodal_positions
 
@@ -113,6 +114,7 @@ class HFQwen2VL(nn.Module):
 
     def __init__(self, cfg: HFQwen2VLConfig, pe: PositionalEncoding, spec=None) -> None:
         super().__init__()
+        require("transformers", "backbone=hf_qwen2vl")  # optional: the [hf] extra
         if spec is not None:
             extra = {k: spec.extra[k] for k in ("channels", "patch_size", "temporal_patch_size", "merge_size")
                      if k in spec.extra}

@@ -64,7 +64,9 @@ def collection_path(name: str, data_dir: str | Path | None = None, user_path: st
 
     # the user's folder or an error naming it; never a silent fallback to the wheel
     sources = [user_path_source("task.data_path", user_path, user)] if user_path else [Source(f"pypi:{WHEEL}", wheel)]
-    root, source = resolve(f"aircraft/{name}", sources, data_dir)
+    hint = (f"instead: task.data_path=<folder holding {name}.json.gz, copied from {SAMPLES}/ inside the {WHEEL} "
+            f"wheel (pip download --no-deps {WHEEL} on a machine that reaches PyPI)>")
+    root, source = resolve(f"aircraft/{name}", sources, data_dir, hint=hint)
     return root / f"{name}.json.gz", source
 
 

@@ -78,7 +78,9 @@ def fashion_mnist_root(data_dir: str | Path | None = None, user_path: str | None
         return resolve("fashion_mnist", [user_path_source(option, user_path, user)], data_dir)
     sources = [Source("cache", cached), Source("torchvision download", torchvision_download),
                Source("debian:dataset-fashion-mnist", debian)]
-    return resolve("fashion_mnist", sources, data_dir)
+    hint = (f"instead: {option}=<folder holding the four Fashion-MNIST files {', '.join(FILES)}> (from the "
+            f"dataset's GitHub release or any machine where the download works)")
+    return resolve("fashion_mnist", sources, data_dir, hint=hint)
 
 
 def load_fashion_mnist(split: str, data_dir: str | Path | None = None, user_path: str | None = None,

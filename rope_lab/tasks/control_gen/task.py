@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from rope_lab.analysis.plots import save_labelled_grid
 from rope_lab.data.fashion_mnist import CLASSES, load_fashion_mnist
+from rope_lab.loggers import log_image_file
 from rope_lab.optim import OptimConfig
 from rope_lab.tasks.base import TaskModule, TaskSpec, register_task
 from rope_lab.tasks.control_gen.control import ControlBaselines, frame_accuracy, melody, one_hot
@@ -161,6 +162,7 @@ class ControlGenModule(TaskModule):
                                row_labels=["request (real)", "control on", "control off"], ncol=k,
                                title=f"control_gen step {self.global_step}: the real image whose melody is the "
                                      f"control, and samples with / without it")
+            log_image_file(self.trainer, path, "samples/control")
 
 
 @register_task("control_gen")

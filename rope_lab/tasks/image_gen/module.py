@@ -14,6 +14,7 @@ from torch import Tensor
 
 from rope_lab.analysis.plots import save_labelled_grid
 from rope_lab.data.fashion_mnist import CLASSES
+from rope_lab.loggers import log_image_file
 from rope_lab.optim import OptimConfig
 from rope_lab.tasks.base import TaskModule
 from rope_lab.tasks.image_gen.classifier import accuracy, load_or_train
@@ -110,6 +111,7 @@ class ImageGenModule(TaskModule):
             save_labelled_grid(shown, out, [CLASSES[int(y)] for y in labels[: len(shown)]],
                                title=f"{self.model.pe.name}: samples at {size} px (step {self.global_step}), "
                                      f"titled with the requested class")
+            log_image_file(self.trainer, out, f"samples/res={size}")
 
     def on_validation_epoch_end(self) -> None:
         self.log("val/classifier_acc", self.classifier_acc)

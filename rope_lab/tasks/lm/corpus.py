@@ -25,6 +25,10 @@ PYDOC_PINNED = {
     f"{PYDOC_ROOT}/library/stdtypes.rst.txt": "dd8a546884dbda32152d94e21579dfc02818513f62192b6b963b86f4b2551a47",
     f"{PYDOC_ROOT}/tutorial/index.rst.txt": "cbe35a0878b649eca9d05bbc27c6fa69aec607a4e8698343883f4ca27d187d69",
 }
+#: what a machine without Debian's python3.11-doc can use instead
+PYDOC_HINT = ("instead: task.corpus=stdlib (the Python standard library's own sources, no download), or "
+              "task.corpus=files task.data_path=<folder of text files>, or task.data_path=<folder of the Python "
+              "docs' *.rst.txt sources>")
 STDLIB_SKIP = {"test", "idlelib", "lib2to3", "tkinter", "turtledemo", "site-packages", "ensurepip", "pydoc_data"}
 
 
@@ -62,7 +66,7 @@ def _python_docs(data_dir: str, data_path: str | None) -> tuple[list[Document], 
     if data_path:  # the user's folder or an error naming it; never a silent fallback to the default corpus
         root, source = resolve("python_docs", [user_path_source("task.data_path", data_path, user)], data_dir)
     else:
-        root, source = resolve("python_docs", [Source("debian:python3.11-doc", debian)], data_dir)
+        root, source = resolve("python_docs", [Source("debian:python3.11-doc", debian)], data_dir, hint=PYDOC_HINT)
     return _read_tree(root, "*.rst.txt"), source
 
 

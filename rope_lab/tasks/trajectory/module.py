@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torchmetrics import MeanMetric
 
+from rope_lab.loggers import log_image_file
 from rope_lab.optim import OptimConfig
 from rope_lab.tasks.base import TaskModule
 from rope_lab.tasks.trajectory.datamodule import TrajectoryConfig
@@ -88,3 +89,4 @@ class TrajectoryModule(TaskModule):
         plot_scene(batch["past"][i, :n, :, :2].cpu(), batch["past_mask"][i, :n].cpu(), batch["future"][i, :n].cpu(),
                    batch["target"][i, :n].cpu(), modes[:n].detach().cpu(), out["logits"][i, :n].softmax(-1).detach().cpu(),
                    Path(self.trainer.default_root_dir) / "scene_modes.png", title=f"{self.model.pe.name} step {self.global_step}")
+        log_image_file(self.trainer, Path(self.trainer.default_root_dir) / "scene_modes.png", "plots/scene_modes")

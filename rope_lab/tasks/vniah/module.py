@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
 from rope_lab.analysis.heatmaps import plot_heatmap
+from rope_lab.loggers import log_image_file
 from rope_lab.optim import OptimConfig
 from rope_lab.tasks.base import TaskModule
 from rope_lab.tasks.vniah.datamodule import ANSWER_LEN, ANSWERS, PAD
@@ -71,5 +72,6 @@ class VNIAHModule(TaskModule):
         trainer = self.trainer
         if not trainer.sanity_checking and trainer.is_global_zero:
             title = f"{self.prefix} {self.model.pe.name} (step {trainer.global_step}): mean {mean:.3f}"
-            plot_heatmap(values, Path(trainer.default_root_dir) / f"{self.prefix}_heatmap.png", title,
-                         self.train_frames)
+            path = Path(trainer.default_root_dir) / f"{self.prefix}_heatmap.png"
+            plot_heatmap(values, path, title, self.train_frames)
+            log_image_file(trainer, path, f"plots/{self.prefix}_heatmap")
