@@ -160,3 +160,31 @@ class HFCausalLM(nn.Module):
         for layer in self.hf.model.layers:
             x = layer(x, attention_mask=None, position_embeddings=rotation, rope_lab=call)
         return self.hf.lm_head(self.hf.model.norm(x))
+
+
+def load_pretrained_causal_lm(path: str | Path, pe: str | dict | PositionalEncoding | None = None,
+                              scaling: str | dict | None = None, *, dtype: str = "float32",
+                              rope_from: str = "checkpoint") -> HFCausalLM:
+    """A pretrained Llama/Qwen2/Mistral checkpoint dir as a module whose ``forward(input_ids)`` gives logits
+    (B, N, vocab), its positions set by rope_lab: ``pe`` (name, config dict or un-set-up PE; default ``rope``) and
+    ``scaling`` (name or dict, e.g. ``{"name": "yarn", "factor": 4.0}``). A scaling without
+    ``original_max_position_embeddings`` gets the checkpoint's (its rope config's L0, else max_position_embeddings).
+    With no ``pe`` and no ``scaling`` the logits are the unmodified HF model's."""
+    if not isinstance(pe, PositionalEncoding):
+        pe_cfg = {"name": pe} if isinstance(pe, str) else dict(pe or {"name": "rope"})
+        if scaling is not None:
+            scaling = {"name": scaling} if isinstance(scaling, str) else dict(scaling)
+            scaling.setdefault("original_max_position_embeddings", _checkpoint_length(path))
+            pe_cfg["scaling"] = scaling
+        from rope_lab.pe.registry import build_pe
+
+        pe = build_pe(pe_cfg)
+    cfg = HFCausalLMConfig(pretrained=str(path), dtype=dtype, rope_from=rope_from)
+    return HFCausalLM(cfg, pe).eval()
+
+
+def _checkpoint_length(path: str | Path) -> int:
+    """The length a checkpoint was trained at: its rope config's L0, else ``max_position_embeddings``."""
+    transformers = require_transformers("load_pretrained_causal_lm")
+    config = transformers.AutoConfig.from_pretrained(str(path))
+    return rope_from_hf(config).scaling.get("original_max_position_embeddings") or config.max_position_embeddings
