@@ -106,7 +106,7 @@ class HFCausalLM(nn.Module):
         _choice("dtype", cfg.dtype, DTYPES)
         _choice("family", cfg.family, FAMILIES)
         vocab = None if spec is None else spec.vocab_size
-        self.cfg, self.hf = cfg, load_hf_model(cfg, vocab)
+        self.cfg, self.hf = cfg, load_hf_model(cfg, vocab).train()  # from_pretrained returns eval mode
         text = self.hf.config
         self.where = cfg.pretrained or f"a random {cfg.family} model"
         if vocab is not None and vocab > text.vocab_size:
