@@ -141,7 +141,11 @@ def hf_config_from_decoder(cfg: DecoderConfig, pe, model_type: str | None = None
 def decoder_to_hf(decoder: Decoder, model_type: str | None = None):
     """Our Decoder -> a transformers causal LM with the same weights and rope config (fp32, SDPA attention)."""
     transformers = require_transformers("converting to a transformers model")
-    config = hf_config_from_decoder(decoder.cfg, decoder.pe, model_type)
+    pe = decoder.pe
+    if pe.cfg.pair_layout == "interleaved" and 2 * pe.n_pairs != decoder.cfg.dim // decoder.cfg.n_heads:
+        raise ValueError("an interleaved-pair decoder with partial rotary has no rotate-half equivalent here; "
+                         "use pe.rotary_fraction=1.0 or pe.pair_layout=half")
+    config = hf_config_from_decoder(decoder.cfg, pe, model_type)
     model = transformers.AutoModelForCausalLM.from_config(config)
     sd = state_dict_to_hf(decoder.state_dict(), decoder.cfg, decoder.pe.cfg.pair_layout)
     if config.model_type == "qwen2" and not decoder.cfg.qkv_bias:  # Qwen2 always has the biases: zero = none

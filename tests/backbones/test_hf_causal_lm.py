@@ -6,11 +6,13 @@ decoding equals a parallel pass; PEs that do not fit are refused clearly."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from rope_lab.cli import UserError
 from rope_lab.backbones.hf_causal_lm import HFCausalLM, HFCausalLMConfig, load_pretrained_causal_lm
 from rope_lab.pe import available_pes, build_pe
 from rope_lab.pe.hf_rope import rope_from_hf, rope_to_hf
@@ -155,3 +157,22 @@ def test_rope_from_pe_keeps_the_configured_pe(checkpoints):
     assert model.pe.cfg.base == 1234.0 and model.pe.scaling.name == "none"
     inherited = ours(checkpoints["llama-yarn"], {"name": "rope", "base": 1234.0, "pair_layout": "interleaved"})
     assert (inherited.pe.cfg.base, inherited.pe.cfg.pair_layout, inherited.pe.scaling.name) == (5e5, "half", "yarn")
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(checkpoints):
+    grads = []
+    for flag in (False, True):
+        model = ours(checkpoints["llama-yarn"], gradient_checkpointing=flag).train()
+        model(tokens(20)).logsumexp(-1).mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_random_init_and_missing_transformers(monkeypatch):
+    model = HFCausalLM(HFCausalLMConfig(family="qwen2", hidden_size=32), build_pe({"name": "rope"}),
+                       TaskSpec(vocab_size=64))
+    assert model(tokens(8) % 64).shape == (2, 8, 64)
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
+    with pytest.raises(UserError, match=r"backbone=hf_causal_lm needs Hugging Face transformers.*pip install "
+                                        r"'rope_lab\[hf\]'"):
+        HFCausalLM(HFCausalLMConfig(), build_pe({"name": "rope"}))
