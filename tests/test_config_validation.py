@@ -99,7 +99,8 @@ def test_variants_that_give_axes_a_meaning_refuse_other_axes(pe, task):
 
 
 def test_vit_on_the_lm_task_is_refused_at_build():
-    with pytest.raises(ValueError, match=r"task=lm_longctx runs on backbone in \['llama'\]; got backbone=vit"):
+    with pytest.raises(ValueError,
+                       match=r"task=lm_longctx runs on backbone in \['llama', 'hf_causal_lm'\]; got backbone=vit"):
         build(_compose("backbone=vit", "task=lm_longctx", "debug=fast"))
 
 

@@ -69,10 +69,10 @@ class DecoderBlock(nn.Module):
 
     def __init__(self, dim: int, n_heads: int, n_kv_heads: int, hidden: int, layer: int,
                  pe: PositionalEncoding, causal: bool = True, norm_eps: float = 1e-6,
-                 attn: nn.Module | None = None) -> None:
+                 attn: nn.Module | None = None, qkv_bias: bool = False) -> None:
         super().__init__()
         self.attn_norm = RMSNorm(dim, norm_eps)
-        self.attn = attn if attn is not None else Attention(dim, n_heads, n_kv_heads, layer, pe, causal=causal)
+        self.attn = attn if attn is not None else Attention(dim, n_heads, n_kv_heads, layer, pe, qkv_bias, causal)
         self.mlp_norm = RMSNorm(dim, norm_eps)
         self.mlp = SwiGLU(dim, hidden)
 

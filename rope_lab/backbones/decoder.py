@@ -32,6 +32,7 @@ class DecoderConfig:
     n_kv_heads: int = 4
     mlp_hidden: int = 352
     norm_eps: float = 1e-6
+    qkv_bias: bool = False  # biases on the q/k/v projections (Qwen2; standard attention only)
     tie_embeddings: bool = False
     init_std: float = 0.02
     max_tokens: int = 4096  # only for table-based PEs (learned APE)
@@ -102,11 +103,13 @@ class Decoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         kind = attention_kind(cfg)
+        if cfg.qkv_bias and kind.module is not None:
+            raise ValueError(f"backbone.qkv_bias=true needs backbone.attention=mha; got attention={cfg.attention}")
         self.pe = pe.setup(kind.geometry(cfg))
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.blocks = nn.ModuleList(
             DecoderBlock(cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.mlp_hidden, i, self.pe, True, cfg.norm_eps,
-                         attn=kind.module(cfg, i, self.pe) if kind.module is not None else None)
+                         attn=kind.module(cfg, i, self.pe) if kind.module is not None else None, qkv_bias=cfg.qkv_bias)
             for i in range(cfg.depth)
         )
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)

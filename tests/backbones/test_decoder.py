@@ -7,6 +7,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from rope_lab.backbones.decoder import Decoder, DecoderConfig
+from rope_lab.backbones.hf_convert import state_dict_to_hf
 from rope_lab.pe import Positions, build_pe
 
 
@@ -23,15 +24,7 @@ def _pair(n_kv_heads: int, base: float = 10000.0):
 
 
 def _copy_weights(ours: Decoder, hf: LlamaForCausalLM) -> None:
-    sd = {"model.embed_tokens.weight": ours.embed_tokens.weight, "model.norm.weight": ours.norm.weight,
-          "lm_head.weight": ours.lm_head.weight}
-    for i, blk in enumerate(ours.blocks):
-        p = f"model.layers.{i}."
-        sd |= {p + "input_layernorm.weight": blk.attn_norm.weight, p + "post_attention_layernorm.weight": blk.mlp_norm.weight,
-               p + "self_attn.q_proj.weight": blk.attn.q_proj.weight, p + "self_attn.k_proj.weight": blk.attn.k_proj.weight,
-               p + "self_attn.v_proj.weight": blk.attn.v_proj.weight, p + "self_attn.o_proj.weight": blk.attn.o_proj.weight,
-               p + "mlp.gate_proj.weight": blk.mlp.gate.weight, p + "mlp.up_proj.weight": blk.mlp.up.weight,
-               p + "mlp.down_proj.weight": blk.mlp.down.weight}
+    sd = state_dict_to_hf(ours.state_dict(), ours.cfg)
     missing, unexpected = hf.load_state_dict({k: v.detach().clone() for k, v in sd.items()}, strict=False)
     assert not unexpected and all("rotary" in m for m in missing), (missing, unexpected)
 

@@ -1,6 +1,7 @@
-"""Byte-level long-context LM data: random training windows, fixed validation windows per length, passkey.
+"""Long-context LM data: random training windows, fixed validation windows per length, passkey.
 
-Tokens are UTF-8 bytes (vocabulary 256): no tokenizer download, and every character count is a token count.
+Tokens are UTF-8 bytes by default (vocabulary 256): no tokenizer download, and every character count is a token
+count; ``task.tokenizer=<dir>`` uses a Hugging Face tokenizer instead (rope_lab/tasks/lm/tokens.py).
 Training windows are a deterministic function of (seed, sample index), and the loader is resumable, so
 ``ckpt_path=last`` continues with exactly the batches an uninterrupted run would have seen.
 """
@@ -17,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from rope_lab.tasks.lm.corpus import is_validation, load_corpus
 from rope_lab.tasks.lm.passkey import PasskeyDataset
+from rope_lab.tasks.lm.tokens import ByteCodec, HFTokenizerCodec, build_codec
 
 log = logging.getLogger(__name__)
 VOCAB_SIZE = 256
@@ -32,6 +34,7 @@ class LMDataConfig:
     hf_split: str = "train"
     hf_text_field: str = "text"
     hf_data_files: str | None = None
+    tokenizer: str | None = None  # a local HF tokenizer dir (AutoTokenizer); None: UTF-8 bytes
     val_fraction: float = 0.1
     train_length: int = 128
     batch_size: int = 16
@@ -64,10 +67,11 @@ class Packer:
     """Packed windows: a window of the document stream keeps each token's document id (1, 2, ... within the
     window); with ``anchor_token`` the window starts with the shared anchor (segment 0, AnchorAttention)."""
 
-    def __init__(self, stream: np.ndarray, doc_starts: np.ndarray, anchor_token: int | None) -> None:
+    def __init__(self, stream: np.ndarray, doc_starts: np.ndarray, anchor_token: int | None,
+                 vocab_size: int = VOCAB_SIZE) -> None:
         if anchor_token is not None:
-            if not 0 <= anchor_token < VOCAB_SIZE:
-                raise ValueError(f"task.anchor_token must be a byte in [0, {VOCAB_SIZE}); got {anchor_token}")
+            if not 0 <= anchor_token < vocab_size:
+                raise ValueError(f"task.anchor_token must be a token id in [0, {vocab_size}); got {anchor_token}")
             if (stream == anchor_token).any():
                 raise ValueError(f"task.anchor_token={anchor_token} occurs in the corpus; the anchor must be unique "
                                  f"(AnchorContext asserts the same). Choose a byte absent from the text, e.g. 0.")
@@ -225,9 +229,11 @@ class ResumableLoader(DataLoader):
 
 
 class LMDataModule(L.LightningDataModule):
-    def __init__(self, cfg: LMDataConfig, seed: int, total_steps: int) -> None:
+    def __init__(self, cfg: LMDataConfig, seed: int, total_steps: int,
+                 codec: ByteCodec | HFTokenizerCodec | None = None) -> None:
         super().__init__()
         self.cfg, self.seed, self.total_steps = cfg, seed, total_steps
+        self.codec = codec if codec is not None else build_codec(cfg.tokenizer)
         self.source = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -241,18 +247,19 @@ class LMDataModule(L.LightningDataModule):
         train = [d.text for d in docs if not is_validation(d.name, c.val_fraction)]
         if not val or not train:
             raise ValueError(f"corpus {c.corpus} has too few documents for a train/validation split ({len(docs)})")
-        self.train_stream, self.val_stream = encode(sep.join(train)), encode(sep.join(val))
+        (self.train_stream, train_starts), (self.val_stream, val_starts) = (self.codec.stream(train, sep),
+                                                                              self.codec.stream(val, sep))
         self.train_packer = self.val_packer = None
         if c.packing:
-            starts = lambda texts: np.cumsum([0] + [len(encode(t + sep)) for t in texts[:-1]])  # noqa: E731
-            self.train_packer = Packer(self.train_stream, starts(train), c.anchor_token)
-            self.val_packer = Packer(self.val_stream, starts(val), c.anchor_token)
+            vocab = self.codec.vocab_size
+            self.train_packer = Packer(self.train_stream, train_starts, c.anchor_token, vocab)
+            self.val_packer = Packer(self.val_stream, val_starts, c.anchor_token, vocab)
         elif c.anchor_token is not None:
             raise ValueError("task.anchor_token needs task.packing=true (the anchor is shared by packed documents)")
         log.info("corpus %s from %s: %d train / %d val documents, %d / %d tokens", c.corpus, self.source,
                  len(train), len(val), len(self.train_stream), len(self.val_stream))
-        self.passkey = PasskeyDataset(self.val_stream, c.passkey_digits)
-        self.train_passkey = PasskeyDataset(self.train_stream, c.passkey_digits)
+        self.passkey = PasskeyDataset(self.val_stream, c.passkey_digits, self.codec.encode)
+        self.train_passkey = PasskeyDataset(self.train_stream, c.passkey_digits, self.codec.encode)
 
     def train_dataloader(self) -> DataLoader:
         c = self.cfg

@@ -2,32 +2,41 @@
 
 A random key of ``digits`` digits is stated once at relative depth d of a haystack cut from held-out text; the
 sequence ends with the question and the key. The metric is teacher-forced exact match: every key digit after
-the question must be the model's argmax.
+the question must be the model's argmax. With a tokenizer the pieces (haystack, needle, question, key) are
+encoded separately and concatenated, so the key's own tokens are the answer.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 import torch
 
 NEEDLE = " The pass key is {key}. Remember it. {key} is the pass key. "
 QUESTION = " What is the pass key? The pass key is {key}"
+QUESTION_PREFIX = QUESTION.split("{key}")[0]
+
+
+def utf8_bytes(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode(), np.uint8)
 
 
 class PasskeyDataset:
     """Builds passkey sequences of a given total length from a token stream (the haystack)."""
 
-    def __init__(self, stream: np.ndarray, digits: int = 5) -> None:
+    def __init__(self, stream: np.ndarray, digits: int = 5, encode: Callable[[str], np.ndarray] = utf8_bytes) -> None:
         if digits <= 0:
             raise ValueError(f"passkey digits must be > 0, got {digits}")
-        self.stream, self.digits = stream, digits
+        self.stream, self.digits, self.encode = stream, digits, encode
 
     def sample(self, rng: np.random.Generator, total: int, depth: float) -> dict:
         if not 0.0 <= depth <= 1.0:
             raise ValueError(f"passkey depth must be in [0, 1], got {depth}")
         key = "".join(str(int(d)) for d in rng.integers(0, 10, self.digits))
-        needle = np.frombuffer(NEEDLE.format(key=key).encode(), np.uint8)
-        question = np.frombuffer(QUESTION.format(key=key).encode(), np.uint8)
+        needle = self.encode(NEEDLE.format(key=key))
+        answer_ids = self.encode(key)
+        question = np.concatenate([self.encode(QUESTION_PREFIX), answer_ids])
         filler_len = total - len(needle) - len(question)
         if filler_len < 0:
             raise ValueError(f"passkey length {total} is shorter than the needle and question ({total - filler_len})")
@@ -36,7 +45,7 @@ class PasskeyDataset:
         at = int(round(depth * filler_len))
         seq = np.concatenate([filler[:at], needle, filler[at:], question]).astype(np.int64)
         answer = torch.zeros(total - 1, dtype=torch.bool)
-        answer[-self.digits :] = True
+        answer[-len(answer_ids) :] = True
         return {"tokens": torch.from_numpy(seq), "loss_mask": torch.ones(total - 1, dtype=torch.bool),
                 "answer_mask": answer}
 

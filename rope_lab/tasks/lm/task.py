@@ -1,16 +1,18 @@
-"""``task=lm_longctx``: byte-level LM trained at one length, evaluated at several (val/ppl@L) + passkey."""
+"""``task=lm_longctx``: a causal LM (UTF-8 bytes, or ``task.tokenizer``'s tokens) trained at one length, evaluated
+at several (val/ppl@L) + passkey."""
 
 from __future__ import annotations
 
 from rope_lab.tasks.base import TaskSpec, register_task
-from rope_lab.tasks.lm.datamodule import VOCAB_SIZE, LMDataConfig, LMDataModule
+from rope_lab.tasks.lm.datamodule import LMDataConfig, LMDataModule
 from rope_lab.tasks.lm.module import LMModule
+from rope_lab.tasks.lm.tokens import build_codec
 
 
 @register_task("lm_longctx")
 class LMLongContextTask:
     Config = LMDataConfig
-    backbones = ("llama",)  # token ids in, next-token logits out
+    backbones = ("llama", "hf_causal_lm")  # token ids in, next-token logits out
     #: metric to monitor for checkpoints, and the headline metric returned to sweeps
     monitor, mode = "val/ppl", "min"
     curve = {"prefix": "val/ppl@", "xlabel": "evaluation length (tokens)", "ylabel": "perplexity",
@@ -26,14 +28,16 @@ class LMLongContextTask:
             raise ValueError("task.passkey_answer_weight needs task.packing=false (packed samples carry no answer "
                              f"positions); got passkey_answer_weight={cfg.passkey_answer_weight} with packing=true")
         self.cfg = cfg
+        self.codec = build_codec(cfg.tokenizer)
 
     def spec(self) -> TaskSpec:
         longest = max(self.cfg.eval_lengths + self.cfg.passkey_lengths + [self.cfg.train_length])
-        return TaskSpec(num_axes=1, causal=True, vocab_size=VOCAB_SIZE, max_tokens=longest + self.cfg.position_offset,
-                        axes=("token",))
+        return TaskSpec(num_axes=1, causal=True, vocab_size=self.codec.vocab_size,
+                        max_tokens=longest + self.cfg.position_offset, axes=("token",),
+                        extra={"tokenizer": self.codec.source})
 
     def datamodule(self, seed: int, total_steps: int) -> LMDataModule:
-        return LMDataModule(self.cfg, seed, total_steps)
+        return LMDataModule(self.cfg, seed, total_steps, self.codec)
 
     def module(self, model, optim, total_steps: int, datamodule: LMDataModule) -> LMModule:
         return LMModule(model, optim, total_steps, datamodule.val_names(), self.cfg.position_offset,
