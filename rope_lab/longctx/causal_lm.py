@@ -149,10 +149,13 @@ def _hidden_state_path_matches(model: nn.Module, probe: int = 8) -> bool:
     return direct.shape == via_hidden.shape and torch.allclose(direct, via_hidden, rtol=1e-3, atol=1e-3)
 
 
-def load_pretrained_causal_lm(path: str, device: str = "auto", dtype: str = "auto") -> CausalLM:
+def load_pretrained_causal_lm(path: str, device: str = "auto", dtype: str = "auto", pe=None, scaling=None
+                              ) -> CausalLM:
     """A local HF checkpoint directory (config.json + weights + tokenizer files) -> :class:`CausalLM`.
 
-    The single place a pretrained directory is loaded; nothing is downloaded (``local_files_only``)."""
+    The single place a pretrained directory is loaded; nothing is downloaded (``local_files_only``). With ``pe``
+    and/or ``scaling`` the model runs through rope_lab's positional encodings
+    (rope_lab.backbones.hf_causal_lm.load_pretrained_causal_lm: the same weights, attention via the pe)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     root = Path(path).expanduser()
@@ -163,6 +166,11 @@ def load_pretrained_causal_lm(path: str, device: str = "auto", dtype: str = "aut
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(str(root), local_files_only=True)
+    if pe is not None or scaling is not None:
+        from rope_lab.backbones.hf_causal_lm import load_pretrained_causal_lm as with_rope_lab_positions
+
+        model = with_rope_lab_positions(root, pe=pe, scaling=scaling, dtype=dtype).to(device)
+        return CausalLM(model, tokenizer, name=f"{root.name} ({model.pe.name})")
     model = AutoModelForCausalLM.from_pretrained(str(root), local_files_only=True,
                                                  dtype="auto" if dtype == "auto" else DTYPES[dtype]).to(device)
     return CausalLM(model, tokenizer, name=root.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
@@ -23,6 +24,11 @@ class PretrainedEvalConfig:
     seed: int = 42
     device: str = "auto"  # auto: cuda if available
     dtype: str = "auto"  # auto (the checkpoint's) | float32 | bfloat16 | float16
+    # positions set by rope_lab instead of the checkpoint's own RoPE (backbone=hf_causal_lm's attention path): a pe
+    # name or dict (pe=p_rope, "pe={name:rerope,window:512}") and/or a scaling (scaling=yarn,
+    # "scaling={name:yarn,factor:4}"; its L0 defaults to the checkpoint's). Both None: the unmodified HF model.
+    pe: Any = None
+    scaling: Any = None
     out_dir: str | None = None  # None: outputs/eval_pretrained/<checkpoint dir name>/<date>_<time>_<uid>
     data_dir: str = str(DEFAULT_DATA_DIR)
     corpus: str = "austen"  # long documents for perplexity and RULER's essay haystack

@@ -114,7 +114,7 @@ def evaluate_pretrained(values: dict) -> dict[str, float]:
     cfg = parse_config(values)
     torch.manual_seed(cfg.seed)
     start = time.time()
-    lm = load_pretrained_causal_lm(cfg.pretrained, cfg.device, cfg.dtype)
+    lm = load_pretrained_causal_lm(cfg.pretrained, cfg.device, cfg.dtype, cfg.pe, cfg.scaling)
     out = output_dir(cfg, lm.name)
     metrics, records, source = run_suite(cfg, lm)
     path = write_results(out, cfg, lm, metrics, records, source, time.time() - start)

@@ -80,3 +80,17 @@ def test_hidden_state_loss_matches_full_logits(tiny_dir):
     full = torch.nn.functional.cross_entropy(lm.model(ids).logits[0, :-1], ids[0, 1:], reduction="none")
     assert lm._hidden_path
     torch.testing.assert_close(lm.token_nll(ids), full, rtol=1e-5, atol=1e-5)
+
+
+def test_rope_lab_positions_on_a_pretrained_dir_match_hf_and_a_scaling_changes_them(tiny_dir):
+    """pe / scaling keys route the checkpoint through backbone=hf_causal_lm's attention: plain RoPE gives the HF
+    model's token losses; YaRN (factor 4, L0 the checkpoint's) gives other ones (its attention temperature; that
+    each scaling equals transformers' own is tests/backbones/test_hf_causal_lm.py)."""
+    ids = torch.tensor([list(range(3, 203))])
+    hf = load_pretrained_causal_lm(str(tiny_dir), device="cpu", dtype="float32")
+    ours = load_pretrained_causal_lm(str(tiny_dir), device="cpu", dtype="float32", pe="rope")
+    yarn = load_pretrained_causal_lm(str(tiny_dir), device="cpu", dtype="float32", scaling={"name": "yarn",
+                                                                                          "factor": 4.0})
+    torch.testing.assert_close(ours.token_nll(ids), hf.token_nll(ids), atol=2e-5, rtol=1e-4)
+    assert (yarn.token_nll(ids) - hf.token_nll(ids)).abs().max() > 1e-5  # a random model: small but real
+    assert "yarn" in repr(yarn.model.pe) and "rope" in ours.name and ours.tokenizer is not None
