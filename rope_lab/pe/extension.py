@@ -127,7 +127,8 @@ class ExtendedRoPE(RoPE):
         length = self.cfg.log_scale_length
         if length == 0:
             return q
-        scale = (torch.log1p(position.float()) / math.log(length)).clamp(min=1.0)
+        wide = torch.promote_types(q.dtype, torch.float32)  # fp32 at least, float64 for float64 queries
+        scale = (torch.log1p(position.to(wide)) / math.log(length)).clamp(min=1.0)
         return q * scale[:, None, :, None].to(q.dtype)
 
     def _keep(self, state: PEState, layer: int, query_position: Tensor, key_position: Tensor, near: Tensor,
