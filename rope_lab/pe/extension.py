@@ -60,6 +60,9 @@ class ExtendedRoPE(RoPE):
             raise ValueError(f"pe={self.name} needs pe.log_scale_length = 0 (off) or >= 2 (log L must be > 0); "
                              f"got log_scale_length={cfg.log_scale_length}")
         super().__init__(cfg)
+        if self.scaling.rerotates_cache:  # its cache path re-rotates raw keys; ours caches keys rotated two ways
+            raise ValueError(f"pe={self.name} caches keys rotated at their near and far positions, so it cannot "
+                             f"re-rotate them: use pe.scaling.kv_cache=hf (or a static scaling) with it")
 
     def _check_fits_training(self, cfg: ExtensionConfig, key: str, value: int) -> None:
         """A distance option must be one the model saw in training: 1..train_length (when that is known)."""

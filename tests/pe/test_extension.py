@@ -110,3 +110,10 @@ def test_non_causal_and_non_token_tasks_are_refused(name):
 def test_bad_windows_are_refused(name, override, message):
     with pytest.raises(ValueError, match=rf"pe={name}.*{message}"):
         build(name, **override)
+
+
+def test_a_scaling_that_re_rotates_the_cache_is_refused():
+    scaling = {"name": "dynamic_ntk", "factor": 2.0, "original_max_position_embeddings": 128, "kv_cache": "consistent"}
+    with pytest.raises(ValueError, match=r"pe=rerope caches keys rotated .*use pe.scaling.kv_cache=hf"):
+        build_pe(pe_config("rerope", scaling=scaling))
+    build_pe(pe_config("rerope", scaling={**scaling, "kv_cache": "hf"}))  # keys keep the rotation they were cached with
