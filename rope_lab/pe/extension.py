@@ -34,7 +34,7 @@ from rope_lab.pe.rotary import RotaryConfig
 
 @dataclass
 class ExtensionConfig(RotaryConfig):
-    window: int = 512  # pairs closer than this many tokens are scored with plain RoPE
+    window: int = 128  # pairs closer than this many tokens are scored with plain RoPE (each variant sets its own)
     #: the context the RoPE model was trained at (configs: the run's task.train_length); when known, the window
     #: must fit in it. None: unknown, not checked
     train_length: Optional[int] = None
@@ -113,18 +113,22 @@ class ExtendedRoPE(RoPE):
         q_near, k_near = self.rotate(q, k, state, layer)
         q_far, _ = self.rotate(q, k, far_queries, layer)
         _, k_far = self.rotate(q, k, far_keys, layer)
-        keys, key_position = torch.cat([k_near, k_far], -1), query_position
-        if cache is not None:  # keys are cached rotated both ways, with their positions
-            keys, v = cache.append(layer, keys, v)
-            slot = f"{self.name}/key_positions/{layer}"
-            if slot in cache.pe_state:
-                key_position = torch.cat([cache.pe_state[slot], key_position], 1)
-            cache.pe_state[slot] = key_position
-        k_near, k_far = keys.split(q.shape[-1], -1)
+        key_position = query_position
+        if cache is not None:  # near keys in the cache itself, far keys and key positions beside it
+            k_near, v = cache.append(layer, k_near, v)
+            k_far = self._extend(cache, f"{self.name}/far_keys/{layer}", k_far, -2)
+            key_position = self._extend(cache, f"{self.name}/key_positions/{layer}", key_position, -1)
         query_position, key_position = query_position[:, None, :, None], key_position[:, None, None, :]
         near = (query_position - key_position).abs() < self.cfg.window
         keep = self._keep(state, layer, query_position, key_position, near, cache)
         return self._two_region_attention(q_near, q_far, k_near, k_far, v, near, keep)
+
+    @staticmethod
+    def _extend(cache: KVCache, slot: str, new: Tensor, dim: int) -> Tensor:
+        """``new`` appended to what ``cache.pe_state[slot]`` holds along ``dim``; stored back and returned."""
+        old = cache.pe_state.get(slot)
+        cache.pe_state[slot] = new if old is None else torch.cat([old, new], dim)
+        return cache.pe_state[slot]
 
     def _log_scaled(self, q: Tensor, position: Tensor) -> Tensor:
         length = self.cfg.log_scale_length

@@ -24,6 +24,7 @@ from rope_lab.pe.registry import register_pe
 
 @dataclass
 class ReRoPEConfig(ExtensionConfig):
+    window: int = 16  # w: 1/8 of our default training length 128, as the official 512 is of 4096
     slope: float = 0.0  # growth of the distance beyond the window: 0 ReRoPE, 1/k Leaky ReRoPE; in [0, 1)
 
 

@@ -27,7 +27,7 @@ from rope_lab.pe.registry import register_pe
 
 @dataclass
 class SelfExtendConfig(ExtensionConfig):
-    window: int = 1024  # W, the neighbour window (the official group_size_2)
+    window: int = 32  # W, the neighbour window (group_size_2): 1/4 of our training length 128, as 1024 is of 4096
     group: int = 8  # G, tokens per group beyond the window (the official group_size_1); 1 is plain RoPE
 
 

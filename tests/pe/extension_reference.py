@@ -24,7 +24,8 @@ def qkv(n: int, heads: int = 2, kv_heads: int = 2, seed: int = 0) -> tuple[Tenso
 
 def hf_rotated(x: Tensor, position: float, base: float = 10000.0) -> Tensor:
     """x (.., D) rotated to ``position`` by transformers' LLaMA ``apply_rotary_pos_emb`` (rotate-half layout)."""
-    inv_freq = (1.0 / base ** (torch.arange(0, HEAD_DIM, 2, dtype=torch.int64).float() / HEAD_DIM)).double()  # HF's fp32
+    exponent = torch.arange(0, HEAD_DIM, 2, dtype=torch.int64).float() / HEAD_DIM
+    inv_freq = (1.0 / base**exponent).double()  # computed in fp32 as HF does, then exact
     angle = torch.cat([position * inv_freq, position * inv_freq])[None, None]  # HF's (B, N, D) tables
     rotated, _ = apply_rotary_pos_emb(x[None, None, None], x[None, None, None], angle.cos(), angle.sin())
     return rotated[0, 0, 0]

@@ -79,7 +79,7 @@ def test_decoding_with_a_cache_keeps_positions_and_both_rotations(name):
     steps += [attend(pe, positions[t : t + 1], q[..., t : t + 1, :], k[..., t : t + 1, :], v[..., t : t + 1, :], cache)
               for t in range(4, 9)]
     torch.testing.assert_close(torch.cat(steps, -2), attend(pe, positions, q, k, v), rtol=1e-10, atol=1e-10)
-    assert cache.keys[0].shape[-1] == 2 * q.shape[-1]  # near and far rotations of every key
+    assert cache.keys[0].shape == cache.pe_state[f"{name}/far_keys/0"].shape == k.shape  # both rotations kept
 
 
 @pytest.mark.parametrize("name", NAMES)
