@@ -20,3 +20,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_rope_run(tmp_path_factory):
+    """The run dir of a tiny pe=rope language-model run (2 optimizer steps), trained once per test session and
+    shared by the eval.py tests (evaluations write their own folders under <run>/eval)."""
+    from tests.test_train import train
+
+    tmp = tmp_path_factory.mktemp("tiny_rope_run")
+    train(tmp, "trainer.max_steps=2", "trainer.val_check_interval=2")
+    (run_dir,) = (tmp / "outputs" / "lm_longctx" / "rope").glob("*/*")
+    return run_dir
