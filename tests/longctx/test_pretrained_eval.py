@@ -93,4 +93,4 @@ def test_rope_lab_positions_on_a_pretrained_dir_match_hf_and_a_scaling_changes_t
                                                                                           "factor": 4.0})
     torch.testing.assert_close(ours.token_nll(ids), hf.token_nll(ids), atol=2e-5, rtol=1e-4)
     assert (yarn.token_nll(ids) - hf.token_nll(ids)).abs().max() > 1e-5  # a random model: small but real
-    assert "yarn" in repr(yarn.model.pe) and "rope" in ours.name and ours.tokenizer is not None
+    assert "YaRNScaling" in repr(yarn.model.pe) and "rope" in ours.name and ours.tokenizer is not None
