@@ -2,6 +2,9 @@
 ``VisionTransformer``; naver-ai/rope-vit ``models/vit_rope.py``): timm PatchEmbed, pre-norm blocks with fused
 qkv (bias), LayerScale (DeiT-III init 1e-5), DropPath and a GELU MLP, a CLS token or global average pooling.
 
+Pretrained RoPE-ViT weights of timm / naver-ai/rope-vit load with ``backbone.timm_weights=<file|folder|timm name>``
+(key mapping and family checks in ``rope_lab/backbones/timm_convert.py``).
+
 Position-agnostic: the task builds (row, col) positions with the prefix tokens first (``NO_POSITION``); the
 backbone calls ``pe.prepare`` once, ``pe.embed`` once (APE is added to the patch tokens; prefix tokens get
 nothing) and ``pe.attend`` in every block. Any image size divisible by the patch size works.
@@ -33,6 +36,7 @@ class ViTConfig:
     layer_scale_init: float | None = 1e-5  # DeiT-III / RoPE-ViT; null disables LayerScale
     drop_path: float = 0.0
     global_pool: str = "token"  # token: CLS token; avg: mean of patch tokens and no CLS
+    timm_weights: str | None = None  # timm RoPE-ViT weights file/folder or model name (backbones/timm_convert.py)
     # filled from the task's spec
     image_size: int = 28
     in_channels: int = 1
@@ -154,3 +158,8 @@ class VisionTransformer(ViT):
                                       in_channels=int(extra.get("channels", cfg.in_channels)),
                                       num_classes=int(spec.num_classes or cfg.num_classes))
         super().__init__(cfg, pe)
+        self.pretrained_source = cfg.timm_weights  # weights from outside rope_lab (eval.py without ckpt_path)
+        if cfg.timm_weights:
+            from rope_lab.backbones.timm_convert import load_timm_weights
+
+            load_timm_weights(self, cfg.timm_weights)

@@ -7,7 +7,10 @@
   Several axes: ``sinusoidal`` gives each axis an equal share of the channels (MAE's 2-D sincos,
   ``get_2d_sincos_pos_embed``, generalised to any number of continuous axes); ``learned`` on a vision
   backbone (``geometry.grid`` set) is a (rows, cols, dim) table of the training grid, resized bicubically
-  (``align_corners=False``, no antialias) to other grids, as RoPE-ViT's ``rope_*_ape`` models and DeiT do.
+  (``align_corners=False``) to other grids, as RoPE-ViT's ``rope_*_ape`` models and DeiT do. ``antialias``:
+  False (default) = naver-ai/rope-vit and DeiT (``F.interpolate`` without antialias); True = timm
+  (``resample_abs_pos_embed``, antialias on). They differ at every grid but the training one, larger ones
+  included: PyTorch's antialiased bicubic is PIL's kernel (a = -0.5), the plain one uses a = -0.75.
 """
 
 from __future__ import annotations
@@ -58,12 +61,13 @@ def sinusoidal_nd(coords: Tensor, dim: int, base: float = 10000.0) -> Tensor:
     return F.pad(torch.cat(parts, dim=-1), (0, dim - width * n_axes))
 
 
-def resize_grid_table(table: Tensor, grid: tuple[int, int]) -> Tensor:
-    """(rows, cols, dim) -> (grid[0], grid[1], dim), bicubic, align_corners=False, no antialias (rope-vit)."""
+def resize_grid_table(table: Tensor, grid: tuple[int, int], antialias: bool = False) -> Tensor:
+    """(rows, cols, dim) -> (grid[0], grid[1], dim), bicubic, align_corners=False; antialias False as rope-vit,
+    True as timm."""
     if tuple(table.shape[:2]) == tuple(grid):
         return table
     img = table.float().permute(2, 0, 1)[None]
-    out = F.interpolate(img, size=tuple(grid), mode="bicubic", align_corners=False)
+    out = F.interpolate(img, size=tuple(grid), mode="bicubic", align_corners=False, antialias=antialias)
     return out[0].permute(1, 2, 0).to(table.dtype)
 
 
@@ -78,6 +82,7 @@ class AbsolutePE(PositionalEncoding):
         kind: str = "learned"
         init_std: float = 0.02
         base: float = 10000.0  # sinusoidal only
+        antialias: bool = False  # resize of the learned grid: False rope-vit/DeiT, True timm (cubic a=-0.5)
 
         greater_than = {"base": 1.0}  # checked at build (rope_lab.registry.check_numbers)
 
@@ -126,7 +131,7 @@ class AbsolutePE(PositionalEncoding):
                              f"{'without a grid' if self.grid is None else f'for the grid {self.grid}'}; "
                              f"2-D positions need a vision backbone that sets geometry.grid")
         grid = tuple(state.positions.meta.get("grid", self.grid))
-        table = resize_grid_table(self.table, grid)
+        table = resize_grid_table(self.table, grid, self.cfg.antialias)
         row, col = coords[..., 0].long().clamp(min=0), coords[..., 1].long().clamp(min=0)
         torch._assert_async((row < grid[0]).all() & (col < grid[1]).all(), f"ape: position outside the grid {grid}")
         return table.reshape(-1, table.shape[-1])[row * grid[1] + col]

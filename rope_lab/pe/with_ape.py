@@ -20,14 +20,17 @@ from rope_lab.pe.registry import register_pe
 
 
 class WithAPE:
-    """Mixin for a rotary class: adds ``ape`` at the input site (config keys ``ape_kind``, ``ape_init_std``)."""
+    """Mixin for a rotary class: adds ``ape`` at the input site (config keys ``ape_kind``, ``ape_init_std``,
+    ``ape_antialias``)."""
 
     def setup(self, geometry):
         super().setup(geometry)
         if geometry.grid is None:  # not on a vision backbone: the largest square grid within max_tokens
             side = math.isqrt(geometry.max_tokens)
             geometry = dataclasses.replace(geometry, grid=(side, side))
-        self.ape = AbsolutePE(AbsolutePE.Config(kind=self.cfg.ape_kind, init_std=self.cfg.ape_init_std)).setup(geometry)
+        ape_cfg = AbsolutePE.Config(kind=self.cfg.ape_kind, init_std=self.cfg.ape_init_std,
+                                    antialias=self.cfg.ape_antialias)
+        self.ape = AbsolutePE(ape_cfg).setup(geometry)
         return self
 
     def embed(self, x: Tensor, state: PEState) -> Tensor:
@@ -38,12 +41,14 @@ class WithAPE:
 class AxialAPEConfig(AxialConfig):
     ape_kind: str = "learned"
     ape_init_std: float = 0.02
+    ape_antialias: bool = False  # False: rope-vit resizing of the table; True: timm's (see pe/absolute.py)
 
 
 @dataclass
 class MixedAPEConfig(MixedConfig):
     ape_kind: str = "learned"
     ape_init_std: float = 0.02
+    ape_antialias: bool = False  # False: rope-vit resizing of the table; True: timm's (see pe/absolute.py)
 
 
 @register_pe("rope_axial_ape")
