@@ -16,6 +16,14 @@ run directory needed (keys: rope_lab/longctx/config.py):
 
 Results go to ``outputs/eval_pretrained/<dir name>/<time>_<uid>/`` (or ``out_dir=``, which must not hold a
 finished result).
+
+Any other command without ``ckpt_path`` evaluates weights a backbone loads from outside rope_lab (timm / naver
+RoPE-ViT ``backbone.timm_weights``, Qwen2-VL ``backbone.pretrained``) on a task, the config composed from configs/
+as train.py does (``experiment=`` works); results in ``out_dir=`` (default ``outputs/eval/<task>/<pe>/<time>_<uid>/``):
+
+    python eval.py backbone=vit_base backbone.timm_weights=vit_base_patch16_rope_mixed_224.naver_in1k pe=rope_mixed \
+        task=image_cls task.dataset=imagefolder task.data_path=/data/imagenet task.train_resolution=224 \
+        'task.eval_resolutions=[144,224,384,512]'
 """
 
 import os
@@ -24,12 +32,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 import sys
 
 from rope_lab.cli import USAGE_ERROR, report_user_errors
-from rope_lab.evaluate import evaluate, parse_overrides
+from rope_lab.evaluate import evaluate, evaluate_from_configs, parse_overrides
 
 os.environ.setdefault("WANDB_MODE", "offline")
 
 USAGE = ("usage: python eval.py ckpt_path=<run>/checkpoints/last.ckpt [key=value | +new.key=value | group=option ...]\n"
-         "       python eval.py pretrained=<hf checkpoint dir> [eval_suite=[...] eval_lengths=[...] key=value ...]")
+         "       python eval.py pretrained=<hf checkpoint dir> [eval_suite=[...] eval_lengths=[...] key=value ...]\n"
+         "       python eval.py <train.py overrides naming a backbone's outside weights> [out_dir=<dir>]")
 
 
 def main(argv: list[str]) -> dict:
@@ -45,9 +54,12 @@ def main(argv: list[str]) -> dict:
             from rope_lab.longctx.suite import evaluate_pretrained
 
             return evaluate_pretrained(values)
-        if "ckpt_path" not in values:
+        if not argv:
             print(USAGE, file=sys.stderr)
             raise SystemExit(USAGE_ERROR)
+        if "ckpt_path" not in values:  # a backbone loads outside weights (backbone.timm_weights, backbone.pretrained)
+            out_dir = values.get("out_dir")
+            return evaluate_from_configs([a for a in argv if not a.startswith("out_dir=")], out_dir)
         ckpt = values.pop("ckpt_path")
         return evaluate(str(ckpt), values)
 

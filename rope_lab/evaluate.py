@@ -67,8 +67,13 @@ def is_group(name: str) -> bool:
 
 
 def compose_groups(choices: dict[str, Any]) -> DictConfig:
-    """configs/train.yaml composed with ``group=option`` for each choice (Hydra's compose API; any Hydra app
-    already initialised in this process is restored afterwards)."""
+    """configs/train.yaml composed with ``group=option`` for each choice."""
+    return _compose([f"{g}={o}" for g, o in choices.items()])
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    """configs/train.yaml composed with Hydra overrides (Hydra's compose API; any Hydra app already initialised
+    in this process is restored afterwards)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -77,7 +82,7 @@ def compose_groups(choices: dict[str, Any]) -> DictConfig:
     gh.clear()
     try:
         with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-            return compose(config_name="train", overrides=[f"{g}={o}" for g, o in choices.items()])
+            return compose(config_name="train", overrides=overrides)
     finally:
         if saved is not None:
             GlobalHydra.instance().initialize(saved)
@@ -148,6 +153,14 @@ def evaluate(ckpt_path: str, overrides: dict) -> dict[str, float]:
         raise ValueError(f"ckpt_path={ckpt} does not fit the model built from {source} and the eval "
                          f"overrides: {err.__cause__ or err}") from err
     out_dir = run_dir / "eval" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
+    return validate_and_record(cfg, task, module, datamodule, model, out_dir,
+                               {"ckpt_path": str(ckpt), "overrides": changes, "run_config": str(source)})
+
+
+def validate_and_record(cfg: DictConfig, task, module, datamodule, model, out_dir: Path,
+                        record: dict[str, Any]) -> dict[str, float]:
+    """Run the task's validation once; write ``out_dir``/results.json (metrics + ``record``), metrics.csv and the
+    task's curve plot; print the table."""
     out_dir.mkdir(parents=True, exist_ok=True)
     logger = L.pytorch.loggers.CSVLogger(str(out_dir), name="", version="")
     # default_root_dir: plots the task module writes (e.g. V-NIAH heatmaps) go to the eval dir, never the cwd
@@ -158,9 +171,8 @@ def evaluate(ckpt_path: str, overrides: dict) -> dict[str, float]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     pe_config = OmegaConf.to_container(cfg.pe, resolve=True)
     (out_dir / "results.json").write_text(json.dumps(
-        {"metrics": metrics, "ckpt_path": str(ckpt), "overrides": changes, "task": task.name, "pe": model.pe.name,
-         "pe_repr": repr(model.pe), "pe_config": pe_config, "run_config": str(source),
-         "data_source": getattr(datamodule, "source", None)},
+        {"metrics": metrics, **record, "task": task.name, "pe": model.pe.name, "pe_repr": repr(model.pe),
+         "pe_config": pe_config, "data_source": getattr(datamodule, "source", None)},
         indent=2, sort_keys=True, default=str))
     curve = getattr(task, "curve", None)
     if curve:
@@ -170,3 +182,36 @@ def evaluate(ckpt_path: str, overrides: dict) -> dict[str, float]:
     print(_table(metrics))
     print(f"results: {out_dir / 'results.json'}")
     return metrics
+
+
+def evaluate_from_configs(argv: list[str], out_dir: str | None = None) -> dict[str, float]:
+    """Evaluate weights from outside rope_lab (e.g. ``backbone.timm_weights=...``) with no training run:
+    configs/train.yaml composed with ``argv`` (Hydra overrides, ``experiment=`` included). Results go to
+    ``out_dir`` or ``outputs/eval/<task>/<pe>/<time>_<uid>/``. A backbone that loaded no outside weights
+    (``model.pretrained_source`` unset) is refused: a randomly initialised model has nothing to evaluate."""
+    cfg = compose_overrides(argv)
+    L.seed_everything(int(cfg.seed), workers=True)
+    task, module, datamodule, model = build(cfg)
+    source = getattr(model, "pretrained_source", None) or cfg.get("init_ckpt")
+    if not source:
+        raise ValueError("eval.py without ckpt_path evaluates pretrained weights, but none were given: pass "
+                         "ckpt_path=<run>/checkpoints/last.ckpt, or the backbone's weights (e.g. backbone=vit_base "
+                         "backbone.timm_weights=<file or timm model name>), or init_ckpt=<state dict>")
+    stamp = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
+    target = Path(out_dir) if out_dir else Path("outputs") / "eval" / task.name / model.pe.name / stamp
+    if (target / "results.json").exists():
+        raise ValueError(f"out_dir={target} already holds a results.json; choose another out_dir")
+    return validate_and_record(cfg, task, module, datamodule, model, target,
+                               {"weights": str(source), "overrides": list(argv)})
+
+
+def compose_overrides(argv: list[str]) -> DictConfig:
+    """configs/train.yaml composed with raw Hydra overrides (a bad group, option or key: one-line ValueError)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    parse_overrides(argv)  # grammar errors first, in rope_lab's wording
+    try:
+        return _compose(list(argv))
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ValueError(f"eval overrides {' '.join(argv)}: {' '.join(str(err).split())}") from err

@@ -113,7 +113,7 @@ def test_a_user_data_path_that_does_not_work_is_an_error_not_a_fallback(tmp_path
 
     monkeypatch.setattr(sources, "_hf_load", must_not_be_called)
     cfg = ImageClsConfig(dataset="imagenet-1k", data_path=str(tmp_path), data_dir=str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=rf"task.data_path={tmp_path} has no train/ folder"):
+    with pytest.raises(FileNotFoundError, match=rf"task.data_path={tmp_path} has no val/ folder"):
         ImageClsDataModule(cfg).setup()
     with pytest.raises(ValueError, match=r"task.data_path=.* is not read by task.dataset=hf"):
         ImageClsDataModule(ImageClsConfig(dataset="hf", hf_name="x", data_path=str(tmp_path)))

@@ -78,10 +78,10 @@ def check_config(cfg: ImageClsConfig, patch_multiple: int | None = None) -> None
     if cfg.data_path and cfg.dataset == "hf":  # a path the user gave is never silently ignored
         raise ValueError(f"task.data_path={cfg.data_path} is not read by task.dataset=hf; give a save_to_disk folder "
                          f"as task.hf_name, or drop task.data_path")
-    if cfg.data_path and cfg.dataset == "imagenet-1k" and not (Path(cfg.data_path) / cfg.train_split).is_dir():
-        raise FileNotFoundError(f"task.data_path={cfg.data_path} has no {cfg.train_split}/ folder (imagenet-1k as an "
-                                f"ImageFolder tree needs {cfg.train_split}/ and {cfg.val_split}/); drop task.data_path "
-                                f"to use the HF hub")
+    if cfg.data_path and cfg.dataset == "imagenet-1k" and not (Path(cfg.data_path) / cfg.val_split).is_dir():
+        raise FileNotFoundError(f"task.data_path={cfg.data_path} has no {cfg.val_split}/ folder (imagenet-1k as an "
+                                f"ImageFolder tree needs {cfg.val_split}/, and {cfg.train_split}/ to train); drop "
+                                f"task.data_path to use the HF hub")
     for r in [cfg.train_resolution, *cfg.eval_resolutions]:
         if r <= 0:
             raise ValueError(f"resolutions must be positive; got {r}")
@@ -169,7 +169,8 @@ class ImageClsDataModule(L.LightningDataModule):
         train, val, self.source = open_pil_dataset(self.cfg)
         mean, std = (FMNIST_MEAN, FMNIST_STD) if self.channels == 1 else (IMAGENET_MEAN, IMAGENET_STD)
         tf_train, tf_evals = pil_transforms(self.cfg, mean, std)
-        self._train = _subset(train.with_transform(tf_train), self.cfg.train_samples, self.seed)
+        self._train = None if train is None else _subset(train.with_transform(tf_train), self.cfg.train_samples,
+                                                          self.seed)
         self._vals = [_subset(val.with_transform(tf), self.cfg.val_samples, self.seed + 1) for tf in tf_evals]
         self._train_aug = None
 
@@ -191,6 +192,9 @@ class ImageClsDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
+        if self._train is None:
+            raise FileNotFoundError(f"task.data_path={self.cfg.data_path} has no {self.cfg.train_split}/ folder: "
+                                    f"it can be evaluated (eval.py) but not trained on")
         gen = torch.Generator().manual_seed(self.seed)
         return DataLoader(self._train, batch_size=self.cfg.batch_size, shuffle=True, drop_last=True, generator=gen,
                           collate_fn=self._collate_train, num_workers=self.cfg.num_workers)

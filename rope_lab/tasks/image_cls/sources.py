@@ -34,16 +34,22 @@ def _folder_get(base, i):
     return base[i]
 
 
-def _imagefolder(root: Path, cfg, mode: str) -> tuple[TransformedView, TransformedView, str]:
+def _imagefolder(root: Path, cfg, mode: str) -> tuple[TransformedView | None, TransformedView, str]:
+    """(train, val) ImageFolder views; train is None when its folder is absent (evaluation needs only val/, e.g.
+    the ImageNet validation set in class folders)."""
     from torchvision.datasets import ImageFolder
 
-    parts = []
-    for split in (cfg.train_split, cfg.val_split):
-        if not (root / split).is_dir():
-            raise FileNotFoundError(f"ImageFolder split folder {root / split} does not exist "
-                                    f"(set task.train_split / task.val_split)")
-        parts.append(TransformedView(ImageFolder(str(root / split)), _folder_get, mode))
-    return parts[0], parts[1], f"imagefolder:{root}"
+    if not (root / cfg.val_split).is_dir():
+        raise FileNotFoundError(f"ImageFolder split folder {root / cfg.val_split} does not exist "
+                                f"(set task.val_split)")
+    val = TransformedView(ImageFolder(str(root / cfg.val_split)), _folder_get, mode)
+    train = None
+    if (root / cfg.train_split).is_dir():
+        train = TransformedView(ImageFolder(str(root / cfg.train_split)), _folder_get, mode)
+        if train.base.classes != val.base.classes:
+            raise ValueError(f"ImageFolder {root}: {cfg.train_split}/ and {cfg.val_split}/ have different class "
+                             f"folders ({len(train.base.classes)} vs {len(val.base.classes)}); labels would not match")
+    return train, val, f"imagefolder:{root}"
 
 
 def _hf_load(name: str, config: str | None, cache_dir: str | None):
@@ -69,7 +75,7 @@ def open_pil_dataset(cfg) -> tuple[TransformedView, TransformedView, str]:
         return _imagefolder(Path(cfg.data_path), cfg, mode)
     if cfg.dataset == "hf":
         return _hf(cfg, mode, cfg.hf_name, cfg.val_split)
-    if cfg.data_path and (Path(cfg.data_path) / cfg.train_split).is_dir():  # imagenet-1k as a folder tree
+    if cfg.data_path and (Path(cfg.data_path) / cfg.val_split).is_dir():  # imagenet-1k as a folder tree
         return _imagefolder(Path(cfg.data_path), cfg, mode)
     try:
         return _hf(cfg, mode, IMAGENET_HF, "validation")
@@ -87,7 +93,9 @@ def infer_num_classes(cfg) -> int:
     if cfg.dataset == "imagenet-1k":
         return 1000
     if cfg.dataset == "imagefolder":
-        return sum(1 for p in (Path(cfg.data_path) / cfg.train_split).iterdir() if p.is_dir())
+        root = Path(cfg.data_path)
+        split = root / (cfg.train_split if (root / cfg.train_split).is_dir() else cfg.val_split)
+        return sum(1 for p in split.iterdir() if p.is_dir())
     feature = _hf_load(cfg.hf_name, cfg.hf_config, cfg.data_dir)[cfg.train_split].features[cfg.label_key]
     if not hasattr(feature, "num_classes"):
         raise ValueError(f"HF label column '{cfg.label_key}' is not a ClassLabel; set task.num_classes")
