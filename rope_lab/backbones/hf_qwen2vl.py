@@ -10,11 +10,14 @@ ours: any rope_lab video variant runs inside the real architecture (and real wei
   replaced by :class:`PERotary`, which turns those mapped rows into the (cos, sin) tables of HF's half layout
   (``cat(cos, cos)``, used by HF's own ``apply_rotary_pos_emb``). With ``pe=mrope`` (base = the model's
   ``rope_theta``) the logits equal the unmodified model's wherever transformers' ``get_rope_index`` is correct.
+- Processor inputs: ``forward(..., pixel_values_videos=, video_grid_thw=)`` takes the checkpoint's own
+  ``Qwen2VLProcessor`` outputs instead of our frames (``task.processor``, rope_lab/tasks/vniah/chat.py).
 - Decoding: ``new_cache()`` gives a KVCache whose ``hf_cache`` (a transformers DynamicCache) holds the keys and
   values; the PE's per-sequence state (rope deltas) stays in ``pe_state``.
 
-Caveats: the task's byte vocabulary is not Qwen's tokenizer (a pretrained model needs the task re-tokenised to
-be meaningful); the HF vision tower does host syncs (``.tolist()`` on grid sizes) inside its forward.
+Caveats: the task's byte vocabulary is not Qwen's tokenizer (a pretrained model needs ``task.processor`` = its
+checkpoint folder to be meaningful); the HF vision tower does host syncs (``.tolist()`` on grid sizes) inside its
+forward.
 """
 
 from __future__ import annotations
@@ -123,6 +126,7 @@ class HFQwen2VL(nn.Module):
             raise ValueError(f"backbone=hf_qwen2vl replaces the model's rotary frequencies; pe={pe.name} is not "
                              f"a rotary variant")
         self.cfg = cfg
+        self.pretrained_source = cfg.pretrained  # weights from outside rope_lab (eval.py without ckpt_path)
         if cfg.pretrained:
             from transformers import Qwen2VLForConditionalGeneration
 
@@ -142,6 +146,10 @@ class HFQwen2VL(nn.Module):
         self.lm = self.hf.model.language_model
         self.lm.rotary_emb = PERotary(self.pe, mapped_rows(self.pe))
 
+    def processor_token_ids(self) -> tuple[int, int]:
+        """(vocabulary size, video token id) a processor's token ids must fit (task.processor checks it)."""
+        return self.hf.config.text_config.vocab_size, self.hf.config.video_token_id
+
     def new_cache(self) -> KVCache:
         from transformers import DynamicCache
 
@@ -149,27 +157,36 @@ class HFQwen2VL(nn.Module):
         cache.hf_cache = DynamicCache(config=self.hf.config.text_config)
         return cache
 
-    def embed(self, tokens: Tensor, positions: Positions, video: Tensor | None) -> Tensor:
+    def embed(self, tokens: Tensor, positions: Positions, video: Tensor | None,
+              processed: tuple[Tensor, Tensor] | None = None) -> Tensor:
         x = self.hf.get_input_embeddings()(tokens)
-        if video is None:
+        if processed is not None:  # (B, rows, C*tp*p*p) pixel_values_videos, (B, 3) video_grid_thw of a processor
+            pixels, grid = processed[0].reshape(-1, processed[0].shape[-1]), processed[1].reshape(-1, 3)
+        elif video is None:
             return x
+        else:
+            pixels, grid = self._patchify(video)
+        feats = torch.cat(self.hf.model.get_video_features(pixels, grid).pooler_output).to(x.dtype)
+        vision = (positions.modality == IMAGE) | (positions.modality == VIDEO)
+        return x.masked_scatter(vision[..., None].expand_as(x), feats)
+
+    def _patchify(self, video: Tensor) -> tuple[Tensor, Tensor]:
         patch, temporal, merge, channels = self.patch
         if video.shape[2] != channels:
             if video.shape[2] != 1:
                 raise ValueError(f"video has {video.shape[2]} channels; the model expects {channels}")
             video = video.expand(-1, -1, channels, -1, -1)
-        pixels, grid = patchify(video, patch, temporal, merge)
-        feats = torch.cat(self.hf.model.get_video_features(pixels, grid).pooler_output).to(x.dtype)
-        vision = (positions.modality == IMAGE) | (positions.modality == VIDEO)
-        return x.masked_scatter(vision[..., None].expand_as(x), feats)
+        return patchify(video, patch, temporal, merge)
 
     def forward(self, tokens: Tensor, positions: Positions, cache: KVCache | None = None,
-                video: Tensor | None = None) -> Tensor:
+                video: Tensor | None = None, pixel_values_videos: Tensor | None = None,
+                video_grid_thw: Tensor | None = None) -> Tensor:
         mapped = self.pe.position_map(positions, cache)  # (B, L, R)
         rows = mapped.permute(2, 0, 1)
         # HF splits off row 0 as text ids (its packed-sequence check) when it gets 4 rows; PERotary reads the last R
         text_ids = positions.coords[..., 0][None]
         position_ids = torch.cat((text_ids, rows))
-        out = self.lm(inputs_embeds=self.embed(tokens, positions, video), position_ids=position_ids,
+        processed = None if pixel_values_videos is None else (pixel_values_videos, video_grid_thw)
+        out = self.lm(inputs_embeds=self.embed(tokens, positions, video, processed), position_ids=position_ids,
                       cache=None if cache is None else cache.hf_cache, use_cache=cache is not None)
         return self.hf.lm_head(out.last_hidden_state)

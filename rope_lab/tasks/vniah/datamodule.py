@@ -53,11 +53,26 @@ class VNIAHConfig:
     # also decode the answer greedily and log how often it is the needle, the distractor, another class or invalid
     # (<prefix>/answer/{correct,distractor,other,invalid}); costs one forward per answer byte at evaluation
     answer_choice: bool = False
+    # a Qwen2-VL checkpoint folder: items go through its processor (chat template, vision tokens, video
+    # processor; rope_lab/tasks/vniah/chat.py) and its tokenizer's answer tokens; null: our byte layout above
+    processor: str | None = None
+    chat_question: str = ("One frame of this video shows a piece of clothing inside a white border. Which item is "
+                          "it? Answer with one of: {choices}.")
     num_workers: int = 0
 
 
 def encode(text: str) -> list[int]:
     return list(text.encode("utf-8"))
+
+
+def chat_question(c: VNIAHConfig) -> str:
+    return c.chat_question.format(choices=", ".join(CLASSES))
+
+
+def make_chat_encoder(c: VNIAHConfig):
+    from rope_lab.tasks.vniah.chat import chat_encoder
+
+    return chat_encoder(c.processor, chat_question(c), tuple(ANSWERS))
 
 
 def check_config(c: VNIAHConfig) -> None:
@@ -73,6 +88,9 @@ def check_config(c: VNIAHConfig) -> None:
     for d in c.depths:
         if not 0.0 <= d <= 1.0:
             raise ValueError(f"needle depth must be in [0, 1]; got {d} (depths={list(c.depths)})")
+    if c.processor and c.answer_choice:
+        raise ValueError("task.answer_choice decodes answers in the byte vocabulary; it does not run with "
+                         f"task.processor={c.processor} (the checkpoint's tokenizer): set task.answer_choice=false")
     if c.distractors:
         if c.cycle <= 0 or c.cycle % c.temporal_patch_size:
             raise ValueError(f"cycle must be a positive multiple of temporal_patch_size={c.temporal_patch_size}; "
@@ -94,7 +112,9 @@ class VNIAHBuilder:
     def segments(self, grids: int) -> Segments:
         return Segments(len(self.prompt), grids, self.grid_h, self.grid_w, len(self.question) + ANSWER_LEN)
 
-    def item(self, rng: np.random.Generator, n_frames: int, depth: float) -> dict:
+    def video(self, rng: np.random.Generator, n_frames: int, depth: float) -> tuple[np.ndarray, int, int]:
+        """(frames (F', S, S) uint8 with the needle and distractor grids inserted, needle label, distractor label
+        or -1)."""
         c, tp = self.cfg, self.cfg.temporal_patch_size
         start = int(rng.integers(len(self.pool)))
         frames = self.pool[(start + np.arange(n_frames)) % len(self.pool)]
@@ -110,8 +130,11 @@ class VNIAHBuilder:
                 inserts.append((slot, to_frame(look_alike, c.frame_size, border=False)))
         for at, frame in sorted(inserts, key=lambda x: -x[0]):
             units.insert(at, np.broadcast_to(frame, (tp, *frame.shape)))
-        video = np.concatenate(units)
-        seg = self.segments(len(units))
+        return np.concatenate(units), label, distractor
+
+    def item(self, rng: np.random.Generator, n_frames: int, depth: float) -> dict:
+        video, label, distractor = self.video(rng, n_frames, depth)
+        seg = self.segments(len(video) // self.cfg.temporal_patch_size)
         answer = encode(ANSWERS[label])
         tokens = self.prompt + [PAD] * seg.video_tokens + self.question + answer + [PAD] * (ANSWER_LEN - len(answer))
         answer_mask = torch.zeros(seg.length - 1, dtype=torch.bool)
@@ -152,6 +175,12 @@ class VNIAHDataModule(L.LightningDataModule):
         test_img, test_lbl, _ = load_fashion_mnist("test", c.data_dir, c.fashion_mnist_path, "task.fashion_mnist_path")
         self.train_builder = VNIAHBuilder(c, frames["train"], NeedleBank(train_img, train_lbl))
         self.eval_builder = VNIAHBuilder(c, frames["eval"], NeedleBank(test_img, test_lbl))
+        if c.processor:
+            from rope_lab.tasks.vniah.chat import ChatBuilder
+
+            encoder = make_chat_encoder(c)
+            self.train_builder = ChatBuilder(self.train_builder, encoder)
+            self.eval_builder = ChatBuilder(self.eval_builder, encoder)
         self.source = f"haystack: {frame_source}; needles: fashion_mnist ({fm_source})"
         log.info("V-NIAH data: %s", self.source)
 

@@ -31,7 +31,11 @@ class VNIAHModule(TaskModule):
     def _forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = batch["tokens"]
         positions = vniah_positions(batch["coords"][:, :-1], batch["modality"][:, :-1], self.fps, self.training)
-        logits = self.model(tokens[:, :-1], positions, video=batch["video"])
+        if "pixel_values_videos" in batch:  # a checkpoint's processor made this batch (task.processor)
+            vision = {"pixel_values_videos": batch["pixel_values_videos"], "video_grid_thw": batch["video_grid_thw"]}
+        else:
+            vision = {"video": batch["video"]}
+        logits = self.model(tokens[:, :-1], positions, **vision)
         return logits, tokens[:, 1:]
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
