@@ -22,6 +22,7 @@ already named alike):
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
 from dataclasses import dataclass, field
@@ -67,7 +68,9 @@ def _read_file(path: Path) -> dict[str, Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    return _unwrap(torch.load(path, map_location="cpu", weights_only=True))
+    # DeiT / rope-vit training checkpoints also hold the argparse Namespace of the run: allowed, nothing else is
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return _unwrap(torch.load(path, map_location="cpu", weights_only=True))
 
 
 def read_state_dict(source: str) -> dict[str, Tensor]:

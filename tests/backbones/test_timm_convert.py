@@ -6,6 +6,8 @@ pe, pe setting or size is refused with a message naming the fix."""
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 import timm
 import torch
@@ -77,7 +79,7 @@ def test_ape_default_resize_is_rope_vit_which_differs_from_timm_off_the_native_g
 
 
 def test_naver_rope_vit_checkpoint_layout(tmp_path):
-    """naver-ai/rope-vit saves {'model': ...} with a top-level ``freqs`` built as stack(per-block (2, heads, hd/2),
+    """naver-ai/rope-vit saves {'model': ..., 'args': Namespace} with a top-level ``freqs`` built as stack(per-block (2, heads, hd/2),
     dim=1).view(2, depth, heads*hd/2), plus buffers freqs_t_x / freqs_t_y (deit/models_v2_rope.py)."""
     ref = tiny_timm("rope_mixed_ape")
     state = dict(ref.state_dict())
@@ -85,7 +87,8 @@ def test_naver_rope_vit_checkpoint_layout(tmp_path):
     state["freqs"] = torch.stack(per_block, dim=1).view(2, DEPTH, -1)
     del state["rope.freqs"]
     state["freqs_t_x"], state["freqs_t_y"] = torch.arange(16.0) % 4, torch.arange(16.0) // 4
-    torch.save({"model": state, "epoch": 399}, tmp_path / "checkpoint.pth")
+    args = argparse.Namespace(model="rope_mixed_ape_deit_small_patch16_LS", eval_crop_ratio=1.0)
+    torch.save({"model": state, "epoch": 399, "args": args}, tmp_path / "checkpoint.pth")  # as DeiT's main.py
     model = ours("rope_mixed_ape", str(tmp_path / "checkpoint.pth"), ape_antialias=True)  # timm is the reference
     x = torch.randn(2, 3, 40, 40)
     torch.testing.assert_close(logits(model, x), ref(x).detach(), atol=2e-5, rtol=1e-4)
