@@ -160,12 +160,12 @@ def test_every_video_pe_evaluates_vniah_d_through_the_processor(checkpoint, pe):
 
 
 def test_eval_py_writes_the_vniah_d_grid_for_a_pretrained_qwen2vl(checkpoint, tmp_path):
-    from rope_lab.evaluate import evaluate_pretrained
+    from rope_lab.evaluate import evaluate_from_configs
 
     argv = ["backbone=hf_qwen2vl", f"backbone.pretrained={checkpoint}", "task=vniah_d", f"task.processor={checkpoint}",
             "pe=videorope", "task.train_frames=8", "task.cycle=4", "task.eval_frames=[8,12]", "task.depths=[0.0,1.0]",
             "task.eval_samples=2", "task.eval_batch_size=2", "trainer.accelerator=cpu"]
-    metrics = evaluate_pretrained(argv, str(tmp_path / "out"))
+    metrics = evaluate_from_configs(argv, str(tmp_path / "out"))
     assert {k for k in metrics if k.startswith("vniah_d/acc/")} == {
         f"vniah_d/acc/len={n}/depth={d}" for n in (8, 12) for d in ("0", "1")}
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -173,7 +173,7 @@ def test_eval_py_writes_the_vniah_d_grid_for_a_pretrained_qwen2vl(checkpoint, tm
     assert (tmp_path / "out" / "vniah_d_heatmap.png").is_file()
 
 
-def test_a_processor_of_another_model_or_a_backbone_without_processor_inputs_is_refused(checkpoint, tmp_path):
+def test_a_foreign_processor_a_backbone_without_processor_inputs_or_byte_answer_decoding_is_refused(checkpoint, tmp_path):
     other = tiny_processor()
     other.tokenizer.add_special_tokens({"additional_special_tokens": ["<|extra|>"]})  # shifts nothing, grows vocab
     other.tokenizer.add_tokens([f"tok{i}" for i in range(8)])
@@ -182,6 +182,8 @@ def test_a_processor_of_another_model_or_a_backbone_without_processor_inputs_is_
         build(_cfg(checkpoint, "mrope", f"task.processor={tmp_path}"))
     with pytest.raises(ValueError, match="backbone=video_llm does not take them"):
         build(_cfg(checkpoint, "mrope", backbone=("backbone=video_llm",)))
+    with pytest.raises(ValueError, match="answer_choice decodes answers in the byte vocabulary"):
+        build(_cfg(checkpoint, "mrope", "task.answer_choice=true"))
 
 
 def test_chat_coords_refuse_a_grid_that_does_not_match_the_tokens():
