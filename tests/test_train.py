@@ -123,9 +123,18 @@ def _parent(folder: Path) -> str:
     return str(folder / main.stem)
 
 
+#: GPU-sized experiments: the smoke run keeps their model and data but evaluates one small cell
+SMOKE_SIZE = {
+    "experiment=videorope/vniah_d_hd64": ["task.eval_frames=[32]", "task.depths=[0.5]", "task.eval_samples=2",
+                                          "task.batch_size=2", "task.eval_batch_size=2", "task.answer_choice=false"],
+    "experiment=rope_vit/grid14": ["task.val_samples=64", "task.eval_resolutions=[28,64]", "task.batch_size=8"],
+    "experiment=base_bound/control": ["task.batch_size=2", "task.passkey_samples=2", "task.eval_windows=2"],
+}
+
+
 @pytest.mark.parametrize("experiment", _experiments(), ids=lambda e: " ".join(e))
 def test_every_experiment_config_runs_fast_dev_run(tmp_path, experiment):
-    res = subprocess.run([sys.executable, "train.py", *experiment, "debug=fast",
+    res = subprocess.run([sys.executable, "train.py", *experiment, *SMOKE_SIZE.get(experiment[0], []), "debug=fast",
                           f"paths.output_dir={tmp_path}/outputs", f"paths.multirun_dir={tmp_path}/multirun",
                           "trainer.enable_progress_bar=false"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
