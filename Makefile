@@ -18,15 +18,18 @@ data: install
 train: install data
 	$(PY) train.py
 
+# the suite on TEST_WORKERS processes (pytest-xdist; most tests wait on imports and train.py subprocesses)
+TEST_WORKERS ?= 2
+
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # the suite as an AVX2-only CPU runs it (torch's kernels and ours capped), on any x86 machine
 test-avx2: install
-	ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -q
+	ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -q -n $(TEST_WORKERS)
 
 test-full: install
-	$(PY) -m pytest -q -m "slow or not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "slow or not slow"
 
 reproduce: install data
 	$(PY) -m pytest -q -m slow
