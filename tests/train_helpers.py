@@ -25,6 +25,8 @@ class SigintAtStep(L.Callback):
             import os
             import signal
 
+            if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # launched as a background job: SIGINT ignored
+                signal.signal(signal.SIGINT, signal.default_int_handler)
             os.kill(os.getpid(), signal.SIGINT)
 
 
