@@ -77,6 +77,11 @@ def save_labelled_grid(images, path: Path | str, columns: list[str], row_labels:
         ax.set_title(columns[i], fontsize=6, pad=2)
         if row_labels and i % ncol == 0:
             ax.set_ylabel(row_labels[i // ncol], fontsize=7)
+    return save_figure(fig, path, title)
+
+
+def save_figure(fig, path: Path, title: str = "") -> Path:
+    """Suptitle (if any), tight layout, a 120-dpi PNG at ``path``; the figure is closed."""
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()

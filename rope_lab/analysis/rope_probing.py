@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rope_lab.analysis.plots import plt
+from rope_lab.analysis.plots import plt, save_figure
 from rope_lab.pe.base import IMAGE, KVCache, PEState, PositionalEncoding, Positions
 
 
@@ -287,9 +287,4 @@ def save_before_after(rows: list[dict[str, Tensor]], path: Path | str, title: st
         overlay = torch.zeros(*r["mask"].shape, 4)
         overlay[..., 0], overlay[..., 3] = 1.0, 0.45 * r["mask"].float().cpu()
         ax_row[2].imshow(overlay, extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="nearest")
-    if title:
-        fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
