@@ -21,6 +21,7 @@ scaling that the official ReRoPE patch applies with L = the training length (Sel
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Optional
 
@@ -41,7 +42,7 @@ class ExtensionConfig(RotaryConfig):
     log_scale_length: int = 0  # L of the log-n query scaling max(1, log(p + 1) / log L); 0: off
 
 
-class ExtendedRoPE(RoPE):
+class ExtendedRoPE(RoPE, ABC):
     """Base class: plain RoPE's parameters and rotation, with far pairs scored at re-mapped distances."""
 
     Config = ExtensionConfig
@@ -71,9 +72,9 @@ class ExtendedRoPE(RoPE):
                              f"train_length={cfg.train_length}; choose {key} in 1..{cfg.train_length}")
 
     # -- variant hooks ----------------------------------------------------------------------------
+    @abstractmethod
     def far_coords(self, position: Tensor) -> tuple[Tensor, Tensor]:
         """Token positions (B, N, 1) -> (a, b): where far pairs rotate a query and a key, (B|1, N, 1) each."""
-        raise NotImplementedError
 
     def pair_keep(self, query_position: Tensor, key_position: Tensor, near: Tensor) -> Tensor | None:
         """Which pairs a variant attends, before causality: bool broadcastable to (B, 1, Nq, Nk), from the query
