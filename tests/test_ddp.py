@@ -128,6 +128,22 @@ def test_ddp_resume_continues_exactly_on_every_rank(ddp_run, tmp_path):
         assert ra[key] == pytest.approx(rb[key], rel=1e-5, abs=1e-6), key
 
 
+IMAGE_CLS = ["task=image_cls", "backbone=vit", "pe=rope_mixed", "backbone.dim=16", "backbone.depth=1",
+             "backbone.n_heads=2", "task.train_resolution=16", "task.eval_resolutions=[16]", "task.val_samples=16",
+             "task.train_samples=64", "task.batch_size=4", "trainer.enable_progress_bar=false"]
+
+
+def test_ddp_image_cls_ranks_read_disjoint_shards_of_the_seeded_order(tmp_path):
+    """image_cls trains from the same rank-sharded resumable loader as the other tasks (issue 22)."""
+    train(tmp_path, *DDP, *_record(tmp_path / "samples"), tiny=IMAGE_CLS)
+    (res,) = (tmp_path / "outputs").rglob("results.json")
+    assert math.isfinite(results(res.parent)["val/acc@res=16"])
+    s0, s1 = _samples(tmp_path / "samples", 0), _samples(tmp_path / "samples", 1)
+    assert len(s0) == len(s1) == 16
+    hashes = [h for _, h in s0 + s1]
+    assert len(set(hashes)) == len(hashes)
+
+
 # --- FSDP ----------------------------------------------------------------------------------------------------------
 
 @pytest.mark.gpu

@@ -18,11 +18,11 @@ TINY = ["backbone.dim=32", "backbone.depth=1", "backbone.n_heads=2", "backbone.n
         "trainer.enable_progress_bar=false", "optim.warmup_steps=2"]
 
 
-def train(tmp_path: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+def train(tmp_path: Path, *overrides: str, check: bool = True, tiny: list[str] = TINY) -> subprocess.CompletedProcess:
     flags = [o for o in overrides if o.startswith("-")]
     rest = [o for o in overrides if not o.startswith("-")]
     cmd = [sys.executable, "train.py", *flags, f"paths.output_dir={tmp_path}/outputs",
-           f"paths.multirun_dir={tmp_path}/multirun", *TINY, *rest]
+           f"paths.multirun_dir={tmp_path}/multirun", *tiny, *rest]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if check and res.returncode != 0:
         raise AssertionError(f"train.py failed ({res.returncode}):\n{res.stderr[-3000:]}")

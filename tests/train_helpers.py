@@ -78,7 +78,7 @@ class RecordSampleHashes(L.Callback):
         import hashlib
         from pathlib import Path
 
-        rows = batch["tokens"] if isinstance(batch, dict) else batch[0]
+        rows = (batch["tokens"] if "tokens" in batch else batch["images"]) if isinstance(batch, dict) else batch[0]
         path = Path(self.out_dir) / f"samples_rank{trainer.global_rank}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as f:

@@ -47,6 +47,54 @@ def test_fashion_mnist_loaders_at_every_resolution():
     assert dm.val_names() == ["res=12", "res=20"]
 
 
+def _fmnist_dm(total_steps: int | None = 6) -> ImageClsDataModule:
+    cfg = ImageClsConfig(data_dir=str(Path.home() / ".cache" / "rope_lab"), train_resolution=16,
+                         eval_resolutions=[16], val_samples=8, train_samples=10, batch_size=2)
+    dm = ImageClsDataModule(cfg, seed=3, total_steps=total_steps)
+    dm.setup()
+    return dm
+
+
+def test_training_order_is_reshuffled_per_epoch_and_each_sample_is_a_function_of_seed_and_index():
+    samples = _fmnist_dm().train_dataloader().dataset
+    assert len(samples) == 12  # 6 steps x batch 2: more than the 10 training images, so a second epoch starts
+    epoch0 = [samples.base_index(i) for i in range(10)]
+    assert sorted(epoch0) == list(range(10)) and epoch0 != list(range(10))  # a permutation, shuffled
+    assert samples.base_index(10) == int(samples._permutation(1)[0])
+    assert list(samples._permutation(1)) != epoch0  # reshuffled for the second epoch
+    torch.manual_seed(123)
+    a = samples[5][0]
+    torch.manual_seed(999)
+    b = samples[5][0]
+    assert torch.equal(a, b)  # the augmentation does not depend on the global generator's state ...
+    assert torch.equal(torch.get_rng_state(), torch.manual_seed(999).get_state())  # ... and leaves it untouched
+    assert not torch.equal(samples[5][0], samples[6][0])
+    assert len(_fmnist_dm(None).train_dataloader().dataset) == 10  # no step budget: one pass
+    with pytest.raises(IndexError, match="sample 12 outside 0..11"):
+        samples.base_index(12)
+
+
+def test_image_cls_training_is_rank_sharded_and_resumes_exactly_mid_epoch():
+    """Issue 22: task=image_cls used a plain shuffled DataLoader (a mid-epoch resume replayed other samples)."""
+    from rope_lab.tasks.lm.datamodule import ResumableLoader
+
+    dm = _fmnist_dm()
+    samples, collate = dm.train_dataloader().dataset, dm._collate
+    single = [b["images"] for b in ResumableLoader(samples, 4, collate_fn=collate)]
+    ranks = [[b["images"] for b in ResumableLoader(samples, 2, rank=r, world_size=2, collate_fn=collate)]
+             for r in range(2)]
+    for k, big in enumerate(single):  # the two ranks' k-th batches = one process's k-th batch of twice the size
+        together = torch.cat([ranks[0][k], ranks[1][k]])
+        assert torch.equal(together[[0, 2, 1, 3]], big)
+    first = ResumableLoader(samples, 2, rank=1, world_size=2, collate_fn=collate)
+    seen = next(iter(first))["images"]
+    resumed = ResumableLoader(samples, 2, rank=1, world_size=2, collate_fn=collate)
+    resumed.load_state_dict(first.state_dict())
+    rest = [b["images"] for b in resumed]
+    assert torch.equal(seen, ranks[1][0]) and all(torch.equal(x, y) for x, y in zip(rest, ranks[1][1:]))
+    assert len(rest) == len(ranks[1]) - 1
+
+
 def _image_folder(root: Path, classes=("a", "b", "c"), per_class=3):
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
@@ -165,3 +213,26 @@ def test_reproduce_rope_vit_multires(tmp_path):
     out = reproduce(["--out", str(tmp_path / "runs"), "--tables", str(tmp_path / "tables")])
     text = (out / "image_cls.md").read_text()
     assert "RoPE-ViT trends" in text and (out / "acc_vs_resolution.png").exists()
+
+
+def test_mixup_is_a_function_of_seed_and_step_not_of_the_global_generators():
+    """timm's Mixup draws from NumPy's global generator, which a resumed run does not restore."""
+    from types import SimpleNamespace
+
+    from rope_lab.optim import OptimConfig
+    from rope_lab.tasks.image_cls.module import ImageClsModule
+    from tests.tasks.test_metric_known_answers import PixelLogitsStub
+
+    aug = SimpleNamespace(label_smoothing=0.0, mixup_alpha=0.8, cutmix_alpha=1.0)
+    batch = {"images": torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
+             "labels": torch.tensor([0, 1, 2, 0])}
+
+    def loss(seed: int, global_seed: int) -> torch.Tensor:
+        module = ImageClsModule(PixelLogitsStub(), OptimConfig(), 1, num_classes=3, resolutions=[8],
+                                train_resolution=8, aug=aug, seed=seed)
+        module.log = lambda *args, **kwargs: None
+        np.random.seed(global_seed)
+        return module.training_step({k: v.clone() for k, v in batch.items()}, 0)  # timm mixes in place
+
+    assert torch.equal(loss(0, 1), loss(0, 2))
+    assert not torch.equal(loss(0, 1), loss(5, 1))

@@ -20,6 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from rope_lab.tasks.image_cls.train_order import EpochShuffledSamples
+from rope_lab.tasks.lm.datamodule import ResumableLoader, train_samples
+
 log = logging.getLogger(__name__)
 
 DATASETS = ("fashion_mnist", "imagefolder", "hf", "imagenet-1k")
@@ -108,7 +111,11 @@ class TensorTrainAug:
         self.flip = v2.RandomHorizontalFlip(aug.hflip)
 
     def __call__(self, images: Tensor) -> Tensor:
-        return torch.stack([self.flip(self.crop(img)) for img in images])
+        return torch.stack([self.one(img) for img in images])
+
+    def one(self, image: Tensor) -> Tensor:
+        """(C, H, W) -> (C, size, size)."""
+        return self.flip(self.crop(image))
 
 
 def _normalize(images: Tensor, mean, std) -> Tensor:
@@ -128,10 +135,10 @@ def _subset(ds: Dataset, n: int | None, seed: int) -> Dataset:
 class ImageClsDataModule(L.LightningDataModule):
     """Yields ``{"images": (B, C, R, R) float, "labels": (B,)}``; validation loader i is at eval_resolutions[i]."""
 
-    def __init__(self, cfg: ImageClsConfig, seed: int = 0) -> None:
+    def __init__(self, cfg: ImageClsConfig, seed: int = 0, total_steps: int | None = None) -> None:
         super().__init__()
         check_config(cfg)
-        self.cfg, self.seed = cfg, seed
+        self.cfg, self.seed, self.total_steps = cfg, seed, total_steps
         self.source: str | None = None
         self._train = self._vals = None
 
@@ -179,27 +186,28 @@ class ImageClsDataModule(L.LightningDataModule):
         return self.cfg.channels or (1 if self.cfg.dataset == "fashion_mnist" else 3)
 
     # -- loaders ----------------------------------------------------------------------------------
-    def _collate_train(self, items) -> dict:
-        images = torch.stack([i[0] for i in items])
-        labels = torch.as_tensor([int(i[1]) for i in items])
-        if self._train_aug is not None:
-            images = _normalize(self._train_aug(images).clamp(0, 1), FMNIST_MEAN, FMNIST_STD)
-        return {"images": images, "labels": labels}
+    def _augment_tensor(self, item: tuple) -> tuple:
+        image, label = item
+        return _normalize(self._train_aug.one(image)[None].clamp(0, 1), FMNIST_MEAN, FMNIST_STD)[0], label
 
     @staticmethod
-    def _collate_eval(items) -> dict:
+    def _collate(items) -> dict:
         return {"images": torch.stack([i[0] for i in items]), "labels": torch.as_tensor([int(i[1]) for i in items])}
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableLoader:
+        """Rank-sharded and resumable mid-epoch: the order and the augmentation of every sample are fixed by
+        (seed, sample index), see :mod:`rope_lab.tasks.image_cls.train_order`."""
         self.setup()
         if self._train is None:
             raise FileNotFoundError(f"task.data_path={self.cfg.data_path} has no {self.cfg.train_split}/ folder: "
                                     f"it can be evaluated (eval.py) but not trained on")
-        gen = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self._train, batch_size=self.cfg.batch_size, shuffle=True, drop_last=True, generator=gen,
-                          collate_fn=self._collate_train, num_workers=self.cfg.num_workers)
+        # without a step budget (a datamodule built by hand): one pass over the training set
+        size = len(self._train) if self.total_steps is None else train_samples(self, self.cfg.batch_size)
+        augment = self._augment_tensor if self._train_aug is not None else None
+        samples = EpochShuffledSamples(self._train, size, self.seed, augment)
+        return ResumableLoader(samples, self.cfg.batch_size, self.cfg.num_workers, collate_fn=self._collate)
 
     def val_dataloader(self) -> list[DataLoader]:
         self.setup()
-        return [DataLoader(v, batch_size=self.cfg.eval_batch_size, shuffle=False, collate_fn=self._collate_eval,
+        return [DataLoader(v, batch_size=self.cfg.eval_batch_size, shuffle=False, collate_fn=self._collate,
                            num_workers=self.cfg.num_workers) for v in self._vals]

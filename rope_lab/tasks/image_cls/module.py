@@ -4,6 +4,8 @@ training-resolution accuracy as ``val/acc``."""
 
 from __future__ import annotations
 
+import zlib
+
 import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
@@ -12,12 +14,14 @@ from torchmetrics.classification import MulticlassAccuracy
 from rope_lab.optim import OptimConfig
 from rope_lab.tasks.base import TaskModule
 from rope_lab.tasks.image_cls.positions import image_positions, patch_grid
+from rope_lab.tasks.image_cls.train_order import seeded_global_rngs
 
 
 class ImageClsModule(TaskModule):
     def __init__(self, model, optim: OptimConfig, total_steps: int, num_classes: int, resolutions: list[int],
-                 train_resolution: int, aug) -> None:
+                 train_resolution: int, aug, seed: int = 0) -> None:
         super().__init__(model, optim, total_steps)
+        self.seed = seed
         self.resolutions, self.train_resolution = list(resolutions), train_resolution
         self.acc = torch.nn.ModuleList(MulticlassAccuracy(num_classes, average="micro") for _ in resolutions)
         self.loss = torch.nn.ModuleList(MeanMetric() for _ in resolutions)
@@ -37,7 +41,10 @@ class ImageClsModule(TaskModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         images, labels = batch["images"], batch["labels"]
         if self.mixup is not None:
-            images, soft = self.mixup(images, labels)
+            # timm's Mixup draws from NumPy's global generator: seed it by (seed, step, rank) so a resumed run mixes the
+            # same pairs with the same lambda as an uninterrupted one
+            with seeded_global_rngs(zlib.crc32(f"mixup/{self.seed}/{self.global_step}/{self.global_rank}".encode())):
+                images, soft = self.mixup(images, labels)
             logits = self(images)
             loss = torch.sum(-soft * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
         else:

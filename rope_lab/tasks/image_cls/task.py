@@ -37,7 +37,7 @@ class ImageClassificationTask:
                         axes=("row", "col"), extra={"image_size": self.cfg.train_resolution, "channels": channels})
 
     def datamodule(self, seed: int, total_steps: int) -> ImageClsDataModule:
-        return ImageClsDataModule(self.cfg, seed)
+        return ImageClsDataModule(self.cfg, seed, total_steps)
 
     def module(self, model, optim, total_steps: int, datamodule: ImageClsDataModule) -> ImageClsModule:
         for res in self.cfg.eval_resolutions:  # every resolution must tile into patches: fail before training
@@ -48,4 +48,4 @@ class ImageClassificationTask:
             raise ValueError(f"task.train_resolution={self.cfg.train_resolution} is not divisible by the patch "
                              f"size {model.patch_size}")
         return ImageClsModule(model, optim, total_steps, self.spec().num_classes, self.cfg.eval_resolutions,
-                              self.cfg.train_resolution, self.cfg.aug)
+                              self.cfg.train_resolution, self.cfg.aug, datamodule.seed)

@@ -203,10 +203,10 @@ class ResumableLoader(DataLoader):
     Lightning saves rank 0's and every rank loads it, so each rank resumes at its own exact position."""
 
     def __init__(self, dataset: Dataset, batch_size: int, num_workers: int = 0, rank: int | None = None,
-                 world_size: int | None = None) -> None:
+                 world_size: int | None = None, collate_fn=None) -> None:
         self.resumable_sampler = ResumableSampler(len(dataset), rank, world_size)
         super().__init__(dataset, batch_size=batch_size, sampler=self.resumable_sampler, num_workers=num_workers,
-                         drop_last=True)
+                         drop_last=True, collate_fn=collate_fn)
         self.consumed = 0
 
     def __iter__(self):
