@@ -1,7 +1,6 @@
 # rope_lab — `make train` and `make test` each work alone on a fresh clone (both run `make install` first).
 PY ?= python3
 STAMP := .make/install.stamp
-export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install data train test test-avx2 test-full reproduce bench clean
 

@@ -27,9 +27,9 @@ as train.py does (``experiment=`` works); results in ``out_dir=`` (default ``out
 """
 
 import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP; see rope_lab/__init__.py
 import sys
+
+import rope_lab  # noqa: F401, I001 -- first: importing rope_lab sets OMP_WAIT_POLICY before torch loads OpenMP
 
 from rope_lab.cli import USAGE_ERROR, report_user_errors
 from rope_lab.evaluate import evaluate, evaluate_from_configs, parse_overrides

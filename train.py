@@ -2,8 +2,7 @@
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP; see rope_lab/__init__.py
-
+import rope_lab  # noqa: F401, I001 -- first: importing rope_lab sets OMP_WAIT_POLICY before torch loads OpenMP
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode

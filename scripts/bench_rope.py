@@ -43,6 +43,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import rope_lab  # noqa: F401, I001 -- first: importing rope_lab sets OMP_WAIT_POLICY before torch loads OpenMP
 import torch
 from rotary_embedding_torch import apply_rotary_emb as ret_apply
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb as hf_apply

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import rope_lab  # noqa: F401, I001 -- first: importing rope_lab sets OMP_WAIT_POLICY before torch loads OpenMP
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see rope_lab/__init__.py
 os.environ.setdefault("WANDB_MODE", "offline")
 
+import rope_lab  # noqa: F401, I001 -- first: importing rope_lab sets OMP_WAIT_POLICY before torch loads OpenMP
 import pytest  # noqa: E402
 import torch  # noqa: E402
 

@@ -4,6 +4,8 @@ missing at run time are a one-line error naming the extra to install."""
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -143,3 +145,35 @@ def test_logger_without_its_package_names_the_extra(monkeypatch, tmp_path, modul
     with pytest.raises(UserError, match=r"logger.extra .* needs the '(wandb|tensorboard)' package.*"
                                         r"pip install 'rope_lab\[loggers\]'"):
         build_loggers(cfg)
+
+
+ENTRY_POINTS = ["train.py", "eval.py", "tests/conftest.py", *sorted(p.relative_to(ROOT).as_posix()
+                                                                    for p in (ROOT / "scripts").glob("*.py"))]
+
+
+@pytest.mark.parametrize("path", ENTRY_POINTS)
+def test_entry_points_import_rope_lab_before_torch(path):
+    """rope_lab/__init__.py is the one place that sets OMP_WAIT_POLICY; it only works if it runs before torch loads
+    OpenMP, so no entry point may import torch (or a module importing it) first."""
+    import ast
+
+    first = None
+    for node in ast.parse((ROOT / path).read_text()).body:
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        heavy = [n for n in names if n.split(".")[0] in ("rope_lab", "torch", "torchvision", "lightning",
+                                                          "transformers", "timm", "bench_rope")]
+        if heavy:
+            first = heavy[0].split(".")[0]
+            break
+    assert first in (None, "rope_lab"), f"{path} imports {first} before rope_lab"
+
+
+def test_importing_rope_lab_sets_a_passive_omp_wait_policy_unless_the_user_chose_one():
+    code = "import os, rope_lab, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"
