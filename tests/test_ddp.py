@@ -12,7 +12,8 @@ from hydra import compose, initialize_config_dir
 
 from rope_lab.cli import UserError
 from rope_lab.run import _check_grad_clip
-from rope_lab.tasks.lm.datamodule import ResumableLoader, ResumableSampler, TrainWindows
+from rope_lab.tasks.data import ResumableLoader, ResumableSampler
+from rope_lab.tasks.lm.datamodule import TrainWindows
 from tests.test_train import CONFIGS, results, train
 
 STREAM = (torch.arange(5000) % 251).numpy().astype("uint8")

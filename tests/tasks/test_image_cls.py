@@ -76,7 +76,7 @@ def test_training_order_is_reshuffled_per_epoch_and_each_sample_is_a_function_of
 
 def test_image_cls_training_is_rank_sharded_and_resumes_exactly_mid_epoch():
     """Issue 22: task=image_cls used a plain shuffled DataLoader (a mid-epoch resume replayed other samples)."""
-    from rope_lab.tasks.lm.datamodule import ResumableLoader
+    from rope_lab.tasks.data import ResumableLoader
 
     dm = _fmnist_dm()
     samples, collate = dm.train_dataloader().dataset, dm._collate

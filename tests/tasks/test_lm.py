@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from rope_lab.tasks.lm.corpus import is_validation, load_corpus
-from rope_lab.tasks.lm.datamodule import LMDataConfig, LMDataModule, ResumableLoader, TrainWindows, decode, encode
+from rope_lab.tasks.data import ResumableLoader
+from rope_lab.tasks.lm.datamodule import LMDataConfig, LMDataModule, TrainWindows, decode, encode
 from rope_lab.tasks.lm.passkey import PasskeyDataset
 
 STREAM = encode("The quick brown fox jumps over the lazy dog. " * 200)

@@ -16,7 +16,6 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -32,7 +31,7 @@ from rope_lab.tasks.control_gen.control import ControlBaselines, frame_accuracy,
 from rope_lab.tasks.control_gen.positions import control_positions, strip_positions
 from rope_lab.tasks.image_gen.datamodule import TrainImages
 from rope_lab.tasks.image_gen.flow import SAMPLERS, T_SAMPLING, check_guidance, interpolate, sample, sample_t
-from rope_lab.tasks.lm.datamodule import ResumableLoader, train_samples
+from rope_lab.tasks.data import ResumableLoader, TaskDataModule, train_samples
 
 SIZE = 28
 
@@ -68,17 +67,17 @@ class EvalRequests(Dataset):
         return {"image": img, "label": int(self.labels[i])}
 
 
-class ControlGenDataModule(L.LightningDataModule):
+class ControlGenDataModule(TaskDataModule):
     def __init__(self, cfg: ControlGenConfig, seed: int, total_steps: int) -> None:
-        super().__init__()
-        self.cfg, self.seed, self.total_steps, self.source = cfg, seed, total_steps, None
+        super().__init__(seed, total_steps)
+        self.cfg = cfg
         self._baselines: ControlBaselines | None = None
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.source is None:
-            c = self.cfg
-            self.train_images, self.train_labels, self.source = load_fashion_mnist("train", c.data_dir, c.data_path)
-            self.test_images, self.test_labels, _ = load_fashion_mnist("test", c.data_dir, c.data_path)
+    def load(self) -> str:
+        c = self.cfg
+        self.train_images, self.train_labels, source = load_fashion_mnist("train", c.data_dir, c.data_path)
+        self.test_images, self.test_labels, _ = load_fashion_mnist("test", c.data_dir, c.data_path)
+        return source
 
     def baselines(self) -> ControlBaselines:
         """The request-blind baselines, from the training split (computed once)."""

@@ -13,7 +13,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -21,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from rope_lab.tasks.image_cls.train_order import EpochShuffledSamples
-from rope_lab.tasks.lm.datamodule import ResumableLoader, train_samples
+from rope_lab.tasks.data import ResumableLoader, TaskDataModule, train_samples
 
 log = logging.getLogger(__name__)
 
@@ -132,34 +131,28 @@ def _subset(ds: Dataset, n: int | None, seed: int) -> Dataset:
 
 
 
-class ImageClsDataModule(L.LightningDataModule):
+class ImageClsDataModule(TaskDataModule):
     """Yields ``{"images": (B, C, R, R) float, "labels": (B,)}``; validation loader i is at eval_resolutions[i]."""
 
     def __init__(self, cfg: ImageClsConfig, seed: int = 0, total_steps: int | None = None) -> None:
-        super().__init__()
+        super().__init__(seed, total_steps)
         check_config(cfg)
-        self.cfg, self.seed, self.total_steps = cfg, seed, total_steps
-        self.source: str | None = None
+        self.cfg = cfg
         self._train = self._vals = None
 
     def val_names(self) -> list[str]:
         return [f"res={r}" for r in self.cfg.eval_resolutions]
 
     # -- setup ------------------------------------------------------------------------------------
-    def setup(self, stage: str | None = None) -> None:
-        if self._vals is not None:
-            return
-        if self.cfg.dataset == "fashion_mnist":
-            self._setup_fashion_mnist()
-        else:
-            self._setup_pil()
+    def load(self) -> str:
+        return self._load_fashion_mnist() if self.cfg.dataset == "fashion_mnist" else self._load_pil()
 
-    def _setup_fashion_mnist(self) -> None:
+    def _load_fashion_mnist(self) -> str:
         from rope_lab.data.fashion_mnist import load_fashion_mnist
 
-        xtr, ytr, self.source = load_fashion_mnist("train", self.cfg.data_dir, self.cfg.data_path)
+        xtr, ytr, source = load_fashion_mnist("train", self.cfg.data_dir, self.cfg.data_path)
         xte, yte, _ = load_fashion_mnist("test", self.cfg.data_dir, self.cfg.data_path)
-        log.info("fashion_mnist from %s: %d train / %d test images", self.source, len(xtr), len(xte))
+        log.info("fashion_mnist from %s: %d train / %d test images", source, len(xtr), len(xte))
         to_float = lambda x: torch.from_numpy(np.array(x)).float().div(255.0)[:, None]  # noqa: E731
         self._train = _subset(TensorDataset(to_float(xtr), torch.from_numpy(ytr)), self.cfg.train_samples, self.seed)
         val = _subset(TensorDataset(to_float(xte), torch.from_numpy(yte)), self.cfg.val_samples, self.seed + 1)
@@ -169,17 +162,19 @@ class ImageClsDataModule(L.LightningDataModule):
                                                .clamp(0, 1), FMNIST_MEAN, FMNIST_STD), labels)
                       for r in self.cfg.eval_resolutions]
         self._train_aug = TensorTrainAug(self.cfg.train_resolution, self.cfg.aug, self.cfg.interpolation)
+        return source
 
-    def _setup_pil(self) -> None:
+    def _load_pil(self) -> str:
         from rope_lab.tasks.image_cls.sources import open_pil_dataset, pil_transforms
 
-        train, val, self.source = open_pil_dataset(self.cfg)
+        train, val, source = open_pil_dataset(self.cfg)
         mean, std = (FMNIST_MEAN, FMNIST_STD) if self.channels == 1 else (IMAGENET_MEAN, IMAGENET_STD)
         tf_train, tf_evals = pil_transforms(self.cfg, mean, std)
         self._train = None if train is None else _subset(train.with_transform(tf_train), self.cfg.train_samples,
                                                           self.seed)
         self._vals = [_subset(val.with_transform(tf), self.cfg.val_samples, self.seed + 1) for tf in tf_evals]
         self._train_aug = None
+        return source
 
     @property
     def channels(self) -> int:

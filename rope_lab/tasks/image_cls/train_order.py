@@ -1,5 +1,5 @@
 """The training order of ``task=image_cls`` as a pure function of (seed, sample index), so that the rank-sharded
-:class:`~rope_lab.tasks.lm.datamodule.ResumableLoader` resumes it exactly, mid-epoch and under DDP.
+:class:`~rope_lab.tasks.data.ResumableLoader` resumes it exactly, mid-epoch and under DDP.
 
 Sample i of the run is image ``perm_e[i mod n]`` of epoch ``e = i // n``, where ``perm_e`` is a permutation seeded by
 (seed, e): the same epoch-wise reshuffling as ``DataLoader(shuffle=True)``, but addressable. Its augmentation (timm's

@@ -6,13 +6,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rope_lab.data.fashion_mnist import CLASSES, load_fashion_mnist
-from rope_lab.tasks.lm.datamodule import ResumableLoader, train_samples
+from rope_lab.tasks.data import ResumableLoader, TaskDataModule, train_samples
 
 log = logging.getLogger(__name__)
 PAD = 256
@@ -75,19 +74,17 @@ class GenerationRequests(Dataset):
         return {"label": i % 10, "index": i, "size": self.size}
 
 
-class ImageGenDataModule(L.LightningDataModule):
+class ImageGenDataModule(TaskDataModule):
     def __init__(self, cfg: ImageGenConfig, seed: int, total_steps: int) -> None:
-        super().__init__()
-        self.cfg, self.seed, self.total_steps = cfg, seed, total_steps
-        self.source = None
+        super().__init__(seed, total_steps)
+        self.cfg = cfg
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.source is not None:
-            return
+    def load(self) -> str:
         c = self.cfg
-        self.train_images, self.train_labels, self.source = load_fashion_mnist("train", c.data_dir, c.data_path)
+        self.train_images, self.train_labels, source = load_fashion_mnist("train", c.data_dir, c.data_path)
         self.test_images, self.test_labels, _ = load_fashion_mnist("test", c.data_dir, c.data_path)
-        log.info("Fashion-MNIST from %s", self.source)
+        log.info("Fashion-MNIST from %s", source)
+        return source
 
     def real_images(self) -> torch.Tensor:
         """The first ``real_samples`` test images in [0, 1], (N, 1, 28, 28)."""

@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
+from rope_lab.tasks.data import ResumableLoader, TaskDataModule, train_samples
 from rope_lab.tasks.lm.corpus import is_validation, load_corpus
 from rope_lab.tasks.lm.passkey import PasskeyDataset
 from rope_lab.tasks.lm.tokens import ByteCodec, HFTokenizerCodec, build_codec
@@ -150,97 +150,16 @@ class EvalWindows(Dataset):
         return {"tokens": window, "loss_mask": torch.ones(self.length, dtype=torch.bool)}
 
 
-def distributed_rank_and_world() -> tuple[int, int]:
-    """(global rank, world size) of this process: torch.distributed's when initialised, else (0, 1)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def train_samples(datamodule: L.LightningDataModule, batch_size: int) -> int:
-    """How many training samples a step-sized datamodule builds: ``datamodule.total_steps`` micro-batches
-    (max_steps x accumulate_grad_batches, see rope_lab.run.build) of ``batch_size`` for every rank, so that each
-    rank's shard of a :class:`ResumableLoader` still covers the whole run. Every task's train loader uses this."""
-    trainer = getattr(datamodule, "trainer", None)
-    world = int(trainer.world_size) if trainer is not None else distributed_rank_and_world()[1]
-    return int(datamodule.total_steps) * int(batch_size) * world
-
-
-class ResumableSampler(DistributedSampler):
-    """Sequential indices from the global position ``start``, sharded by rank: rank r of W takes start + r,
-    start + r + W, ... (single process: start, start + 1, ...). The k-th batches of all ranks together are the
-    indices a single process with a W times larger batch would read, so every step's global batch is a fixed
-    function of (seed, step). A DistributedSampler subclass, so Lightning never replaces it under DDP/FSDP.
-
-    ``rank``/``world_size`` default to torch.distributed's (0 and 1 when it is not initialised)."""
-
-    def __init__(self, size: int, rank: int | None = None, world_size: int | None = None) -> None:
-        dist_rank, dist_world = distributed_rank_and_world()
-        world = dist_world if world_size is None else int(world_size)
-        rank = dist_rank if rank is None else int(rank)
-        if not 0 <= rank < world:
-            raise ValueError(f"rank {rank} outside world size {world}")
-        # no DistributedSampler.__init__ (it needs a dataset and shuffles); set the attributes it documents
-        self.size, self.start = size, 0
-        self.num_replicas, self.rank = world, rank
-        self.shuffle, self.drop_last, self.seed, self.epoch = False, True, 0, 0
-        self.num_samples = size // world  # equal shards: the few samples past the last full round are never read
-        self.total_size = self.num_samples * world
-
-    def __iter__(self):
-        return iter(range(self.start + self.rank, self.total_size, self.num_replicas))
-
-    def __len__(self) -> int:
-        # this rank's whole epoch, also when resumed mid-way: Lightning counts a resumed epoch's batches from its
-        # start, and a shorter length made it end the epoch early and replay the resumed batches
-        return self.num_samples
-
-
-class ResumableLoader(DataLoader):
-    """A DataLoader with ``state_dict``/``load_state_dict``; Lightning saves it in checkpoints (fit loop).
-
-    The state is the global number of samples consumed (all ranks together, equal shards), the same on every rank:
-    Lightning saves rank 0's and every rank loads it, so each rank resumes at its own exact position."""
-
-    def __init__(self, dataset: Dataset, batch_size: int, num_workers: int = 0, rank: int | None = None,
-                 world_size: int | None = None, collate_fn=None) -> None:
-        self.resumable_sampler = ResumableSampler(len(dataset), rank, world_size)
-        super().__init__(dataset, batch_size=batch_size, sampler=self.resumable_sampler, num_workers=num_workers,
-                         drop_last=True, collate_fn=collate_fn)
-        self.consumed = 0
-
-    def __iter__(self):
-        self.consumed = self.resumable_sampler.start
-        for batch in super().__iter__():
-            self.consumed += self.batch_size * self.resumable_sampler.num_replicas
-            yield batch
-        self.resumable_sampler.start = 0  # the next epoch starts from the beginning
-
-    def state_dict(self) -> dict:
-        return {"consumed": self.consumed, "world_size": self.resumable_sampler.num_replicas}
-
-    def load_state_dict(self, state: dict) -> None:
-        world = self.resumable_sampler.num_replicas
-        saved = int(state.get("world_size", 1))
-        if saved != world:
-            raise ValueError(f"the checkpoint's training loader ran on {saved} process(es), this run on {world}; "
-                             f"resume with the same trainer.devices x trainer.num_nodes")
-        self.resumable_sampler.start = int(state["consumed"])
-
-
-class LMDataModule(L.LightningDataModule):
+class LMDataModule(TaskDataModule):
     def __init__(self, cfg: LMDataConfig, seed: int, total_steps: int,
                  codec: ByteCodec | HFTokenizerCodec | None = None) -> None:
-        super().__init__()
-        self.cfg, self.seed, self.total_steps = cfg, seed, total_steps
+        super().__init__(seed, total_steps)
+        self.cfg = cfg
         self.codec = codec if codec is not None else build_codec(cfg.tokenizer)
-        self.source = None
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.source is not None:
-            return
+    def load(self) -> str:
         c = self.cfg
-        docs, self.source = load_corpus(c.corpus, c.data_dir, c.data_path, c.hf_dataset, c.hf_config, c.hf_split,
+        docs, source = load_corpus(c.corpus, c.data_dir, c.data_path, c.hf_dataset, c.hf_config, c.hf_split,
                                         c.hf_text_field, c.hf_data_files)
         sep = "\n\n"
         val = [d.text for d in docs if is_validation(d.name, c.val_fraction)]
@@ -256,10 +175,11 @@ class LMDataModule(L.LightningDataModule):
             self.val_packer = Packer(self.val_stream, val_starts, c.anchor_token, vocab)
         elif c.anchor_token is not None:
             raise ValueError("task.anchor_token needs task.packing=true (the anchor is shared by packed documents)")
-        log.info("corpus %s from %s: %d train / %d val documents, %d / %d tokens", c.corpus, self.source,
+        log.info("corpus %s from %s: %d train / %d val documents, %d / %d tokens", c.corpus, source,
                  len(train), len(val), len(self.train_stream), len(self.val_stream))
         self.passkey = PasskeyDataset(self.val_stream, c.passkey_digits, self.codec.encode)
         self.train_passkey = PasskeyDataset(self.train_stream, c.passkey_digits, self.codec.encode)
+        return source
 
     def train_dataloader(self) -> DataLoader:
         c = self.cfg

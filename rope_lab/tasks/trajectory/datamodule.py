@@ -20,13 +20,12 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rope_lab.data.aircraft import load_tracks
-from rope_lab.tasks.lm.datamodule import ResumableLoader, train_samples
+from rope_lab.tasks.data import ResumableLoader, TaskDataModule, train_samples
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -156,18 +155,15 @@ class TrainScenes(SceneList):
         return self.scenes[int(np.random.default_rng([self.seed, i]).integers(len(self.scenes)))]
 
 
-class TrajectoryDataModule(L.LightningDataModule):
+class TrajectoryDataModule(TaskDataModule):
     def __init__(self, cfg: TrajectoryConfig, seed: int, total_steps: int) -> None:
-        super().__init__()
+        super().__init__(seed, total_steps)
         check_config(cfg)
-        self.cfg, self.seed, self.total_steps = cfg, seed, total_steps
+        self.cfg = cfg
         self.scenes: dict[str, list[dict]] | None = None
         self.stats: Counter = Counter()
-        self.source = None
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.scenes is not None:
-            return
+    def load(self) -> str:
         c = self.cfg
         self.scenes = {s: [] for s in SPLITS}
         sources = []
@@ -178,18 +174,16 @@ class TrajectoryDataModule(L.LightningDataModule):
                 self.scenes[split] += scenes
         for split in ("val", "test"):
             self.scenes[split] = _evenly(self.scenes[split], c.max_eval_scenes)
-        self.source = ", ".join(sources)
         for split in SPLITS:
             if not self.scenes[split]:
                 raise ValueError(f"no {split} scenes from {c.collections}: every window was skipped ({dict(self.stats)})")
         counts = {s: len(v) for s, v in self.scenes.items()}
         log.info("trajectory scenes %s; skipped/masked: %s", counts, dict(self.stats))
+        return ", ".join(sources)
 
     def train_dataloader(self) -> DataLoader:
         ds = TrainScenes(self.scenes["train"], train_samples(self, self.cfg.batch_size), self.seed)
-        loader = ResumableLoader(ds, self.cfg.batch_size, self.cfg.num_workers)
-        loader.collate_fn = collate
-        return loader
+        return ResumableLoader(ds, self.cfg.batch_size, self.cfg.num_workers, collate_fn=collate)
 
     def val_names(self) -> list[str]:
         return ["val", "test"]

@@ -12,14 +12,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rope_lab.data.fashion_mnist import CLASSES, load_fashion_mnist
 from rope_lab.data.video_frames import load_haystack_frames
-from rope_lab.tasks.lm.datamodule import ResumableLoader, train_samples
+from rope_lab.tasks.data import ResumableLoader, TaskDataModule, train_samples
 from rope_lab.tasks.vniah.needles import NeedleBank, distractor_slot, to_frame
 from rope_lab.tasks.vniah.positions import Segments, layout_coords
 
@@ -158,16 +157,13 @@ class TrainItems(Dataset):
         return self.builder.item(rng, self.builder.cfg.train_frames, float(rng.random()))
 
 
-class VNIAHDataModule(L.LightningDataModule):
+class VNIAHDataModule(TaskDataModule):
     def __init__(self, cfg: VNIAHConfig, seed: int, total_steps: int) -> None:
-        super().__init__()
+        super().__init__(seed, total_steps)
         check_config(cfg)
-        self.cfg, self.seed, self.total_steps = cfg, seed, total_steps
-        self.source = None
+        self.cfg = cfg
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.source is not None:
-            return
+    def load(self) -> str:
         c = self.cfg
         frames, frame_source = load_haystack_frames(c.frame_size, c.data_dir, c.frames_path)
         train_img, train_lbl, fm_source = load_fashion_mnist("train", c.data_dir, c.fashion_mnist_path,
@@ -181,8 +177,9 @@ class VNIAHDataModule(L.LightningDataModule):
             encoder = make_chat_encoder(c)
             self.train_builder = ChatBuilder(self.train_builder, encoder)
             self.eval_builder = ChatBuilder(self.eval_builder, encoder)
-        self.source = f"haystack: {frame_source}; needles: fashion_mnist ({fm_source})"
-        log.info("V-NIAH data: %s", self.source)
+        source = f"haystack: {frame_source}; needles: fashion_mnist ({fm_source})"
+        log.info("V-NIAH data: %s", source)
+        return source
 
     def train_dataloader(self) -> DataLoader:
         ds = TrainItems(self.train_builder, train_samples(self, self.cfg.batch_size), self.seed)
