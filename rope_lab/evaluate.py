@@ -169,12 +169,13 @@ def validate_and_record(cfg: DictConfig, task, module, datamodule, model, out_di
                         enable_checkpointing=False)
     trainer.validate(module, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    metrics.update(task.generation_metrics(model, datamodule, out_dir))
     pe_config = OmegaConf.to_container(cfg.pe, resolve=True)
     (out_dir / "results.json").write_text(json.dumps(
         {"metrics": metrics, **record, "task": task.name, "pe": model.pe.name, "pe_repr": repr(model.pe),
          "pe_config": pe_config, "data_source": getattr(datamodule, "source", None)},
         indent=2, sort_keys=True, default=str))
-    curve = getattr(task, "curve", None)
+    curve = task.curve
     if curve:
         from rope_lab.callbacks import MetricCurvePlot
 

@@ -73,7 +73,7 @@ def build(cfg: DictConfig, load_init: bool = True):
     pe.check_compatible(spec.num_axes, spec.causal, multimodal=bool(spec.extra.get("multimodal", False)),
                         axes=spec.axes)
     backbone_cls, backbone_cfg = BACKBONE.config(cfg.backbone)
-    allowed = getattr(task, "backbones", None)
+    allowed = task.backbones
     if allowed and backbone_cls.name not in allowed:
         raise ValueError(f"task={task.name} runs on backbone in {list(allowed)}; got backbone={backbone_cls.name}")
     model = backbone_cls(backbone_cfg, pe, spec)
@@ -151,7 +151,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path, rank0: bool) -> float:
     loggers = build_loggers(cfg.logger)
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     callbacks += [StopOnNonFiniteLoss(), TrimLogsOnResume()]
-    curve = getattr(task, "curve", None)
+    curve = task.curve
     if curve:
         callbacks.append(MetricCurvePlot(str(run_dir), **curve))
     for cb in callbacks:

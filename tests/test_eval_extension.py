@@ -33,3 +33,25 @@ def test_a_window_larger_than_the_training_context_is_refused(rope_ckpt):
     with pytest.raises(ValueError, match=r"pe=rerope: pe.window=64 is larger than the training context "
                                          r"train_length=32; choose window in 1..32"):
         evaluate(rope_ckpt, {**EVAL, "pe": "rerope", "pe.window": 64})
+
+
+def test_ruler_tasks_score_a_rope_lab_run_by_greedy_decoding(rope_ckpt, tiny_rope_run):
+    """Issue 24 item 3: the RULER-style tasks of eval.py pretrained=<dir> also score a rope_lab run, with any
+    training-free method applied (here YaRN), through the run's own byte codec."""
+    import json
+
+    ruler = {**EVAL, "task.ruler_tasks": ["niah_single_1", "vt"], "task.ruler_lengths": [1024],
+             "task.ruler_samples": 1, "task.passkey_depths": [0.5], "pe/scaling": "yarn", "pe.scaling.factor": 8}
+    metrics = evaluate(rope_ckpt, ruler)
+    for key in ("val/ruler/niah_single_1/len=1024/depth=0.5", "val/ruler/vt/len=1024", "val/ruler/len=1024"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert "val/ppl@64" in metrics  # the validation loaders ran as well
+    (samples,) = sorted((tiny_rope_run / "eval").glob("*/ruler_samples.jsonl"))[-1:]
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert [r["task"] for r in rows] == ["niah_single_1", "vt"]
+    assert all(800 <= r["prompt_tokens"] <= 1024 and isinstance(r["prediction"], str) for r in rows)
+
+
+def test_unknown_ruler_task_names_the_choices(rope_ckpt):
+    with pytest.raises(ValueError, match=r"unknown or empty \['niah_9'\]; choose from \['niah_single_1'"):
+        evaluate(rope_ckpt, {**EVAL, "task.ruler_tasks": ["niah_9"]})

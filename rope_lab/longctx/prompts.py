@@ -20,7 +20,8 @@ def fit_units(build: Callable[[int], str], count_tokens: Callable[[str], int], l
     limit = length - budget
     if count_tokens(build(0)) > limit:
         raise ValueError(f"length {length} tokens is too short: the prompt without any haystack already takes "
-                         f"{count_tokens(build(0))} tokens plus {budget} to generate; raise eval_lengths")
+                         f"{count_tokens(build(0))} tokens plus {budget} to generate; raise eval_lengths "
+                         f"(eval.py pretrained=...) or task.ruler_lengths (a rope_lab run)")
     lo, hi = 0, available
     while lo < hi:
         mid = (lo + hi + 1) // 2

@@ -1,9 +1,11 @@
-"""What every task shares: the task registry, the TaskSpec handed to backbones, and a LightningModule base
-that owns the optimizer/schedule and logs the PE's repr."""
+"""What every task shares: the task registry, the Task interface, the TaskSpec handed to backbones, and a
+LightningModule base that owns the optimizer/schedule and logs the PE's repr."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -33,6 +35,37 @@ class TaskSpec:
     #: checked against the axes a variant reads (``PositionalEncoding.axes``) at build time; None: generic axes
     axes: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Task(ABC):
+    """A registered task (``@register_task(name)``): its typed config, the facts it fixes for backbone and PE, its
+    data and its LightningModule. Class attributes are the declared hooks; run.py and evaluate.py read nothing else."""
+
+    Config: type
+    name: str  # set by the registry
+    #: backbones that fit the task's inputs and outputs (None: any)
+    backbones: tuple[str, ...] | None = None
+    #: metric to monitor for checkpoints, and the headline metric returned to sweeps
+    monitor: str
+    mode: str  # "min" | "max"
+    #: the metric-vs-condition plot written after validation (rope_lab.callbacks.MetricCurvePlot's arguments)
+    curve: dict[str, Any] | None = None
+
+    @abstractmethod
+    def spec(self) -> TaskSpec: ...
+
+    @abstractmethod
+    def datamodule(self, seed: int, total_steps: int) -> L.LightningDataModule: ...
+
+    @abstractmethod
+    def module(self, model: torch.nn.Module, optim: OptimConfig, total_steps: int,
+               datamodule: L.LightningDataModule) -> L.LightningModule: ...
+
+    def generation_metrics(self, model: torch.nn.Module, datamodule: L.LightningDataModule,
+                           out_dir: Path) -> dict[str, float]:
+        """Evaluations that generate (greedy decoding, e.g. RULER-style tasks), run by eval.py after the validation
+        loaders; may write per-sample records into ``out_dir``. None by default."""
+        return {}
 
 
 class TaskModule(L.LightningModule):

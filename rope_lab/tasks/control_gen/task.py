@@ -26,7 +26,7 @@ from rope_lab.analysis.plots import save_labelled_grid
 from rope_lab.data.fashion_mnist import CLASSES, load_fashion_mnist
 from rope_lab.loggers import log_image_file
 from rope_lab.optim import OptimConfig
-from rope_lab.tasks.base import TaskModule, TaskSpec, register_task
+from rope_lab.tasks.base import Task, TaskModule, TaskSpec, register_task
 from rope_lab.tasks.control_gen.control import ControlBaselines, frame_accuracy, melody, one_hot
 from rope_lab.tasks.control_gen.positions import control_positions, strip_positions
 from rope_lab.tasks.image_gen.datamodule import TrainImages
@@ -165,7 +165,7 @@ class ControlGenModule(TaskModule):
 
 
 @register_task("control_gen")
-class ControlGenTask:
+class ControlGenTask(Task):
     Config = ControlGenConfig
     backbones = ("dit",)
     monitor, mode = "val/frame_acc", "max"

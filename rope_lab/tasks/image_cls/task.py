@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from rope_lab.tasks.base import TaskSpec, register_task
+from rope_lab.tasks.base import Task, TaskSpec, register_task
 from rope_lab.tasks.image_cls.datamodule import ImageClsConfig, ImageClsDataModule, check_config
 from rope_lab.tasks.image_cls.module import ImageClsModule
 
 
 @register_task("image_cls")
-class ImageClassificationTask:
+class ImageClassificationTask(Task):
     Config = ImageClsConfig
     backbones = ("vit",)
     monitor, mode = "val/acc", "max"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rope_lab.tasks.base import TaskSpec, register_task
+from rope_lab.tasks.base import Task, TaskSpec, register_task
 from rope_lab.tasks.image_gen.datamodule import ImageGenConfig, ImageGenDataModule
 from rope_lab.tasks.image_gen.flow import T_SAMPLING, check_guidance
 from rope_lab.tasks.image_gen.module import ImageGenModule
@@ -10,7 +10,7 @@ from rope_lab.tasks.image_gen.positions import ID_AXES
 
 
 @register_task("image_gen")
-class ImageGenTask:
+class ImageGenTask(Task):
     Config = ImageGenConfig
     backbones = ("dit",)
     monitor, mode = "val/fid", "min"

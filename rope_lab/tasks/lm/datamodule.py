@@ -53,6 +53,11 @@ class LMDataConfig:
     packing: bool = False  # windows span several documents; each token carries its document id (Positions.segment)
     anchor_token: int | None = None  # packing only: prepend this byte as a shared anchor (AnchorAttention, segment 0)
     num_workers: int = 0
+    # RULER-style tasks (rope_lab.longctx.ruler_tasks), greedy decoding, run by eval.py after validation; [] = none
+    ruler_tasks: list[str] = field(default_factory=list)
+    ruler_lengths: list[int] = field(default_factory=list)  # [] = eval_lengths
+    ruler_samples: int = 4  # per (task, length, depth); depths = passkey_depths
+    ruler_threshold: float = 0.856  # effective length: the largest length scoring above it (RULER's Llama-2-7B at 4K)
 
 
 def encode(text: str) -> np.ndarray:
@@ -177,6 +182,7 @@ class LMDataModule(TaskDataModule):
             raise ValueError("task.anchor_token needs task.packing=true (the anchor is shared by packed documents)")
         log.info("corpus %s from %s: %d train / %d val documents, %d / %d tokens", c.corpus, source,
                  len(train), len(val), len(self.train_stream), len(self.val_stream))
+        self.val_texts = val  # RULER's essay haystack (generation_metrics)
         self.passkey = PasskeyDataset(self.val_stream, c.passkey_digits, self.codec.encode)
         self.train_passkey = PasskeyDataset(self.train_stream, c.passkey_digits, self.codec.encode)
         return source

@@ -3,14 +3,17 @@ at several (val/ppl@L) + passkey."""
 
 from __future__ import annotations
 
-from rope_lab.tasks.base import TaskSpec, register_task
+from pathlib import Path
+
+from rope_lab.tasks.base import Task, TaskSpec, register_task
 from rope_lab.tasks.lm.datamodule import LMDataConfig, LMDataModule
+from rope_lab.tasks.lm.generation import check_ruler_config, ruler_metrics
 from rope_lab.tasks.lm.module import LMModule
 from rope_lab.tasks.lm.tokens import build_codec
 
 
 @register_task("lm_longctx")
-class LMLongContextTask:
+class LMLongContextTask(Task):
     Config = LMDataConfig
     backbones = ("llama", "hf_causal_lm")  # token ids in, next-token logits out
     #: metric to monitor for checkpoints, and the headline metric returned to sweeps
@@ -27,6 +30,8 @@ class LMLongContextTask:
         if cfg.passkey_answer_weight != 1.0 and cfg.packing:
             raise ValueError("task.passkey_answer_weight needs task.packing=false (packed samples carry no answer "
                              f"positions); got passkey_answer_weight={cfg.passkey_answer_weight} with packing=true")
+        if cfg.ruler_tasks:
+            check_ruler_config(cfg.ruler_tasks, cfg.ruler_lengths, cfg.ruler_samples)
         self.cfg = cfg
         self.codec = build_codec(cfg.tokenizer)
 
@@ -42,3 +47,9 @@ class LMLongContextTask:
     def module(self, model, optim, total_steps: int, datamodule: LMDataModule) -> LMModule:
         return LMModule(model, optim, total_steps, datamodule.val_names(), self.cfg.position_offset,
                         self.cfg.train_length, self.cfg.passkey_answer_weight)
+
+    def generation_metrics(self, model, datamodule: LMDataModule, out_dir: Path) -> dict[str, float]:
+        if not self.cfg.ruler_tasks:
+            return {}
+        datamodule.setup()
+        return ruler_metrics(model, self.codec, self.cfg, datamodule.val_texts, datamodule.seed, out_dir)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rope_lab.tasks.base import TaskSpec, register_task
+from rope_lab.tasks.base import Task, TaskSpec, register_task
 from rope_lab.tasks.trajectory.datamodule import TrajectoryConfig, TrajectoryDataModule, check_config
 from rope_lab.tasks.trajectory.module import TrajectoryModule
 
@@ -10,7 +10,7 @@ FEATURES_PER_STEP = 5  # (dx, dy, cos dphi, sin dphi, valid) -- see positions.ag
 
 
 @register_task("trajectory")
-class TrajectoryTask:
+class TrajectoryTask(Task):
     Config = TrajectoryConfig
     monitor, mode = "val/minADE", "min"
     backbones = ("traj_transformer",)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from rope_lab.tasks.base import TaskSpec, register_task
+from rope_lab.tasks.base import Task, TaskSpec, register_task
 from rope_lab.tasks.vniah.datamodule import (VOCAB_SIZE, VNIAHBuilder, VNIAHConfig, VNIAHDataModule, check_config,
                                              make_chat_encoder)
 from rope_lab.tasks.vniah.module import VNIAHModule
@@ -31,7 +31,7 @@ def check_chat_model(model, encoder, processor: str) -> None:
 
 
 @register_task("vniah")
-class VNIAHTask:
+class VNIAHTask(Task):
     Config = VNIAHConfig
     backbones = ("video_llm", "hf_qwen2vl")
     monitor, mode = "vniah/acc", "max"
