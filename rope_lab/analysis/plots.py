@@ -22,18 +22,29 @@ MAX_LABELLED_TICKS = 16
 
 def plot_curve(series: dict[str, dict[float, float]], path: Path | str, xlabel: str, ylabel: str,
                logy: bool = False, logx: bool = True, title: str | None = None, vline: float | None = None,
-               vline_label: str = "training length") -> Path:
-    """One line per series name: {x: y}. Writes a PNG and returns its path."""
+               vline_label: str = "training length",
+               bands: dict[str, dict[float, tuple[float, float]]] | None = None) -> Path:
+    """One line per series name: {x: y}, with an optional shaded (low, high) band per series and x (a confidence
+    interval; non-finite bounds are left out). Writes a PNG and returns its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    many = len(series) > 10  # beyond the default 10 colours: tab20's, and the legend beside the axes
+    fig, ax = plt.subplots(figsize=(8.5 if many else 6, 4.5 if many else 4))
+    if many:
+        ax.set_prop_cycle(color=[plt.cm.tab20(i % 20) for i in range(len(series))])
     series = {name: {x: y for x, y in finite_points(pts).items() if y > 0 or not logy} for name, pts in series.items()}
     if not any(series.values()):  # every value diverged: say so instead of an empty (or log-scale-breaking) axis
         ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
         logx = logy = False
     for name, pts in series.items():
         xs = sorted(pts)
-        ax.plot(xs, [pts[x] for x in xs], marker="o", label=name)
+        (line,) = ax.plot(xs, [pts[x] for x in xs], marker="o", label=name, ms=3 if many else 6)
+        band = {x: b for x, b in (bands or {}).get(name, {}).items() if x in pts and all(map(math.isfinite, b))
+                and (min(b) > 0 or not logy)}
+        if band:
+            bx = sorted(band)
+            ax.fill_between(bx, [band[x][0] for x in bx], [band[x][1] for x in bx], color=line.get_color(),
+                            alpha=0.15, linewidth=0)
     if vline is not None:
         ax.axvline(vline, color="grey", linestyle="--", label=vline_label)
     if logx:
@@ -49,7 +60,10 @@ def plot_curve(series: dict[str, dict[float, float]], path: Path | str, xlabel: 
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if many:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -93,6 +93,13 @@ def write_page(page: Path = PAGE, fig_path: Path = FIGURE) -> Path:
              "pooled across-seed SD) or there is one seed. Paper numbers come from each study's `study.yaml` "
              "(from the paper's tables; scales differ, so the claim's direction is compared, not the values).", "",
              markdown_table(rows(collected), header), "", f"![summary]({fig_path.name})", ""]
+    curves = [spec for spec, _, _ in collected if (study_lib.EXPERIMENTS / spec.name / "results" /
+                                                   study_lib.CURVE_PNG).is_file()]
+    if curves:
+        lines += ["## Curves", "", "Each study's metric over its condition (mean over seeds, 95% band), from its "
+                  "`study.yaml` `curve:`.", ""]
+        lines += [f"![{spec.name}](../experiments/{spec.name}/results/{study_lib.CURVE_PNG})" for spec in curves]
+        lines += [""]
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text("\n".join(lines))
     figure(collected, fig_path)

@@ -48,6 +48,7 @@ from rope_lab.progress import progress
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ROOT / "experiments"
 RUNS_CSV, MANIFEST, SUMMARY_MD, SUMMARY_JSON = "runs.csv", "manifest.json", "summary.md", "summary.json"
+CURVE_PNG = "curve.png"
 
 
 @dataclass
@@ -69,6 +70,25 @@ class Claim:
     @property
     def than_label(self) -> str:
         return f"{self.than} ({self.than_metric})" if self.than_metric else self.than
+
+
+@dataclass
+class Curve:
+    """A metric family over a condition, drawn per variant (mean over seeds with its 95% band) as
+    ``results/curve.png``: metric ``f"{prefix}{x:g}"`` at every x of ``at`` (e.g. val/ppl@128 ... val/ppl@2048)."""
+
+    prefix: str
+    at: list[float]
+    xlabel: str
+    ylabel: str
+    logy: bool = False
+    logx: bool = True
+    vline: float | None = None  # e.g. the training length
+    vline_label: str = "training length"
+
+    @property
+    def metrics(self) -> list[str]:
+        return [f"{self.prefix}{x:g}" for x in self.at]
 
 
 @dataclass
@@ -115,6 +135,7 @@ class StudySpec:
     # an analysis study (no train.py runs): "module:function" called as function(seed=, budget=) ->
     # {variant: {metric: value}}; its variants are then names of that function's outputs (``[]``)
     analysis: str | None = None
+    curve: Curve | None = None
 
     @classmethod
     def load(cls, name: str) -> "StudySpec":
@@ -125,7 +146,8 @@ class StudySpec:
         claims = [Claim(**c) for c in raw.pop("claims", [])]
         budgets = {k: Budget(**v) for k, v in raw.pop("budgets", {}).items()}
         variants = {v: Derived.parse(v, o) if isinstance(o, dict) else list(o) for v, o in raw.pop("variants").items()}
-        spec = cls(name=name, claims=claims, budgets=budgets, variants=variants, **raw)
+        curve = Curve(**raw.pop("curve")) if raw.get("curve") else None
+        spec = cls(name=name, claims=claims, budgets=budgets, variants=variants, curve=curve, **raw)
         spec.check_sources(path)
         for c in spec.claims:
             missing = {c.better, c.than} - set(spec.variants)
@@ -153,7 +175,9 @@ class StudySpec:
 
     def recorded_metrics(self) -> list[str]:
         """Every metric runs.csv keeps: the reported ones and those the claims compare (baselines included)."""
-        return sorted(set(self.metrics) | {c.metric for c in self.claims} | {c.baseline_metric for c in self.claims})
+        curve = self.curve.metrics if self.curve else []
+        return sorted(set(self.metrics) | {c.metric for c in self.claims} | {c.baseline_metric for c in self.claims}
+                      | set(curve))
 
     def check_runnable(self) -> None:
         """Every variant must be a train.py command; analysis studies (variants ``[]``) run their reproduce.py."""
@@ -443,6 +467,8 @@ def write_summary(spec: StudySpec, folder: Path) -> dict:
              "below the noise floor, the pooled across-seed SD, is inconclusive):", "",
              markdown_table(claim_rows, ["claim", "metric", "better", "than", "difference", "noise floor",
                                          "seeds agreeing", "verdict"]), ""]
+    if spec.curve and write_curve(spec, runs, folder / CURVE_PNG):
+        lines += [f"![{spec.curve.ylabel} vs {spec.curve.xlabel}]({CURVE_PNG})", ""]
     (folder / SUMMARY_MD).write_text("\n".join(lines))
     summary = {"study": spec.name, "seeds": seeds, "budget": budget_text(manifest),
                "claims": [{"claim": r.claim.claim, "paper": r.claim.paper, "metric": r.claim.metric,
@@ -452,6 +478,26 @@ def write_summary(spec: StudySpec, folder: Path) -> dict:
                            "seeds_agreeing": list(r.agreeing), "verdict": r.verdict} for r in claims]}
     (folder / SUMMARY_JSON).write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
+
+
+def write_curve(spec: StudySpec, runs: dict, path: Path) -> Path | None:
+    """``spec.curve`` per variant: mean over seeds and its 95% band; None when runs.csv holds none of its metrics."""
+    from rope_lab.analysis.plots import plot_curve
+
+    c = spec.curve
+    series: dict[str, dict[float, float]] = {}
+    bands: dict[str, dict[float, tuple[float, float]]] = {}
+    for variant in spec.variants:
+        for x, metric in zip(c.at, c.metrics):
+            interval = stats.mean_interval(list(runs.get(metric, {}).get(variant, {}).values()))
+            if math.isfinite(interval.mean):
+                series.setdefault(variant, {})[x] = interval.mean
+                bands.setdefault(variant, {})[x] = (interval.low, interval.high)
+    if not series:
+        return None
+    seeds = max(len(per_seed) for per_seed in runs.get(c.metrics[0], {}).values()) if c.metrics[0] in runs else 0
+    return plot_curve(series, path, c.xlabel, c.ylabel, logy=c.logy, logx=c.logx, vline=c.vline,
+                      vline_label=c.vline_label, bands=bands, title=f"{spec.name}: mean over {seeds} seed(s), 95% band")
 
 
 # -- single-seed results committed before the seeds runner ---------------------------------------------------------

@@ -178,3 +178,28 @@ def test_an_analysis_study_calls_its_function_once_per_seed_and_caches(monkeypat
                           analysis="tests.analysis.test_study:no_such_function")
     with pytest.raises(ValueError, match="not an importable module:function"):
         study.run_study(bad, seeds=1, budget="full", extra=[], out=tmp_path / "r4", command="cmd")
+
+
+def test_a_study_curve_records_its_metrics_and_draws_every_variant_with_its_band(monkeypatch, tmp_path):
+    curve = study.Curve(prefix="val/ppl@", at=[128, 256], xlabel="length", ylabel="ppl", logy=True, vline=128)
+    spec = study.StudySpec(name="fake", title="Fake", variants={"A": ["pe=rope"], "B": ["pe=nope"]},
+                           metrics=["val/ppl@128"], claims=[], curve=curve)
+    assert spec.recorded_metrics() == ["val/ppl@128", "val/ppl@256"]
+
+    def fake_train(run_dir, overrides):
+        seed, slope = int(overrides[-1].split("=")[1]), 2.0 if overrides[0] == "pe=nope" else 1.0
+        return {"val/ppl@128": 3.0 + 0.1 * seed, "val/ppl@256": 3.0 + slope + 0.1 * seed}, 0.0
+
+    monkeypatch.setattr(study, "train_one", fake_train)
+    out = study.run_study(spec, seeds=3, budget="full", extra=[], out=tmp_path, command="cmd")
+    assert (out / study.CURVE_PNG).stat().st_size > 1000
+    assert "![ppl vs length](curve.png)" in (out / study.SUMMARY_MD).read_text()
+    from rope_lab.analysis import plots
+
+    drawn = {}
+    monkeypatch.setattr(plots, "plot_curve", lambda series, path, *a, bands=None, **k: drawn.update(
+        series=series, bands=bands) or path)
+    study.write_curve(spec, study.read_runs(out / study.RUNS_CSV), tmp_path / "again.png")
+    assert drawn["series"]["B"] == {128: pytest.approx(3.1), 256: pytest.approx(5.1)}
+    low, high = drawn["bands"]["A"][256]
+    assert low < 4.1 < high
