@@ -7,6 +7,11 @@ Pair layouts (see RoFormer arXiv 2104.09864 and HF `rotate_half` vs GPT-J `rotat
   "half"        pair j = (j, j + P)      HF LLaMA / GPT-NeoX
   "interleaved" pair j = (2j, 2j + 1)    RoFormer, GPT-J, Meta LLaMA, timm / rope-vit
 Only the first 2P channels of a head are rotated (partial rotary); the rest pass through.
+
+Per forward, ``prepare`` builds a :class:`RotaryState`: the scaled frequencies, the attention factor and, when every
+layer shares the plan, the rotation (cos/sin ``Tables``, or ``OnTheFly`` inputs for the Triton kernel). Per layer,
+``rotate`` takes that rotation (or builds this layer's) and hands it to ``kernels.rotate_qk``, the one place that
+chooses the backend.
 """
 
 from __future__ import annotations
@@ -166,6 +171,7 @@ class Rotary(PositionalEncoding):
         return self.scaled_attention(q, k, v, state=state, layer=layer, causal=causal, cache=cache)
 
     def rotate(self, q: Tensor, k: Tensor, state: RotaryState, layer: int) -> tuple[Tensor, Tensor]:
+        """q (B, H, N, D), k (B, Hkv, N, D) -> rotated at the state's positions (PSC first, when on)."""
         if self.psc is not None:
             q, k = self.psc(q, k, layer)
         return rotate_qk(q, k, self.rotation(state, layer, q, k), self.cfg.pair_layout, self.cfg.kernel)

@@ -1,6 +1,7 @@
 """Backends of the shared rotary core (issue 6): one rotation, several implementations.
 
-``pe.kernel`` chooses one:
+:func:`rotate_qk` is the one dispatch point (``Rotary.rotate`` calls it with its typed rotation); ``pe.kernel``
+chooses the backend:
   eager     plain PyTorch ops; the parity oracle every backend is tested against
   compiled  one ``torch.compile``d single-pass graph for q and k (CPU and GPU); on x86 CPUs fp32/bf16 q/k use a
             C++ SIMD kernel instead where the CPU's instruction set covers the layout (``cpu_rope``)
