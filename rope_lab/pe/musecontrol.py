@@ -93,7 +93,8 @@ class DecoupledCrossAttention(nn.Module):
         nn.init.zeros_(self.conv_out.weight)  # ``zero_module``: the branch starts as a no-op
 
     def _apply(self, fn, recurse=True):  # inv_freq stays fp32 under model.to(bf16), as PositionalEncoding's buffers
-        return apply_keeping_dtype(self, ("inv_freq",), lambda: super(DecoupledCrossAttention, self)._apply(fn, recurse))
+        return apply_keeping_dtype(self, ("inv_freq",),
+                                   lambda: super(DecoupledCrossAttention, self)._apply(fn, recurse))
 
     def forward(self, q: Tensor, cond: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         k = rearrange(self.to_k_ip(cond), "b n (h d) -> b h n d", h=self.n_heads)

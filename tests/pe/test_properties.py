@@ -1,7 +1,8 @@
 """Registry-driven property tests: every registered positional encoding is covered automatically.
 
 Relative-position invariance and shift invariance are checked for rotary variants that declare
-``relative = True`` (the default, ``PositionalEncoding.relative``); KV-cache decoding for every variant that supports it.
+``relative = True`` (the default, ``PositionalEncoding.relative``); KV-cache decoding for every variant that
+supports it.
 """
 
 from __future__ import annotations
