@@ -35,7 +35,7 @@ WARPS = (4, 8)
 
 def tune_shape(shape: bench_rope.Shape, dtype: torch.dtype) -> dict:
     pe, pos = bench_rope.build(shape, "triton", "cuda")
-    coords, plan, factor = pe.prepare(pos).extra["on_the_fly"]
+    coords, plan, factor = pe.prepare(pos).rotation
     size = (shape.batch, shape.heads, shape.length, shape.head_dim)
     q, k = (torch.randn(size, device="cuda", dtype=dtype) for _ in range(2))
     bufs = torch.empty_like(q), torch.empty_like(k)

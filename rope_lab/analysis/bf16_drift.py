@@ -63,8 +63,8 @@ def rotate_with_tables(pe, x: Tensor, coords: Tensor, dtype: torch.dtype) -> Ten
         raise ValueError("rotation='bf16_tables' is the HF rotate_half path: it needs pair_layout='half' and a full "
                          f"rotary dim; got pair_layout={pe.cfg.pair_layout!r}, {2 * pe.n_pairs} of {x.shape[-1]} dims")
     state = pe.prepare(Positions(coords=coords))
-    freqs = coords[..., :1].float() * state.extra["inv_freq"].float()  # (B, T, P), fp32 as HF
-    emb, factor = torch.cat((freqs, freqs), dim=-1), state.extra["attention_factor"]
+    freqs = coords[..., :1].float() * state.inv_freq.float()  # (B, T, P), fp32 as HF
+    emb, factor = torch.cat((freqs, freqs), dim=-1), state.attention_factor
     cos, sin = (emb.cos() * factor).to(dtype)[:, None], (emb.sin() * factor).to(dtype)[:, None]
     x = x.to(dtype)
     return x * cos + rotate_half(x) * sin

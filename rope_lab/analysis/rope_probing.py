@@ -106,6 +106,14 @@ class _Wrapper(PositionalEncoding):
         return self.inner.bias(state, layer, n_queries, n_keys)
 
 
+@dataclass
+class ProbeState(PEState):
+    """The trained PE's own state, and its state at shifted positions (the probed layer's keys rotate by it)."""
+
+    inner: PEState | None = None
+    shifted: PEState | None = None
+
+
 class KeyProbe(_Wrapper):
     """In layer ``layer`` the keys get no RoPE or shifted positions; queries and values are unchanged."""
 
@@ -117,20 +125,27 @@ class KeyProbe(_Wrapper):
         self.layer = layer
         self.manipulation = Manipulation.parse(manipulation) if isinstance(manipulation, str) else manipulation
 
-    def prepare(self, positions: Positions, cache: KVCache | None = None) -> PEState:
+    def prepare(self, positions: Positions, cache: KVCache | None = None) -> ProbeState:
         state = self.inner.prepare(positions, cache)
         m = self.manipulation
+        shifted = None
         if m.kind == "shift":
-            state.extra["probe_keys"] = self.inner.prepare(shift_image_positions(positions, m.d_row, m.d_col), cache)
-        return state
+            shifted = self.inner.prepare(shift_image_positions(positions, m.d_row, m.d_col), cache)
+        return ProbeState(positions=state.positions, coords=state.coords, inner=state, shifted=shifted)
 
-    def rotate(self, q: Tensor, k: Tensor, state: PEState, layer: int) -> tuple[Tensor, Tensor]:
-        q_rot, k_rot = self.inner.rotate(q, k, state, layer)
+    def embed(self, x: Tensor, state: ProbeState) -> Tensor:
+        return self.inner.embed(x, state.inner)
+
+    def bias(self, state: ProbeState, layer: int, n_queries: int, n_keys: int) -> Tensor | None:
+        return self.inner.bias(state.inner, layer, n_queries, n_keys)
+
+    def rotate(self, q: Tensor, k: Tensor, state: ProbeState, layer: int) -> tuple[Tensor, Tensor]:
+        q_rot, k_rot = self.inner.rotate(q, k, state.inner, layer)
         if layer != self.layer:
             return q_rot, k_rot
         if self.manipulation.kind == "none":
             return q_rot, k
-        return q_rot, self.inner.rotate(q, k, state.extra["probe_keys"], layer)[1]
+        return q_rot, self.inner.rotate(q, k, state.shifted, layer)[1]
 
 
 class ValueInjection(_Wrapper):

@@ -81,7 +81,7 @@ def load_hf_model(cfg: HFCausalLMConfig, vocab_size: int | None) -> nn.Module:
 def with_checkpoint_rope(pe: PositionalEncoding, rope: HFRope) -> PositionalEncoding:
     """``pe`` rebuilt with the checkpoint's base, rotary fraction and half layout, and its scaling if ``pe`` has
     none; a PE without those options (not rotary) is returned as it is."""
-    if not getattr(pe, "is_rotary", False):
+    if not pe.is_rotary:
         return pe
     fields = {f.name for f in dataclasses.fields(pe.cfg)}
     own = (pe.cfg.scaling or {}).get("name", "none") if "scaling" in fields else "none"

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from rope_lab.backbones.registry import register_backbone
 from rope_lab.extras import require
-from rope_lab.pe.base import IMAGE, VIDEO, AttentionGeometry, KVCache, PEState, PositionalEncoding, Positions
+from rope_lab.pe.base import IMAGE, VIDEO, AttentionGeometry, KVCache, PositionalEncoding, Positions
 from rope_lab.pe.multimodal import example_multimodal_positions
 
 log = logging.getLogger(__name__)
@@ -100,11 +100,10 @@ class PERotary(nn.Module):
 
     def forward(self, x: Tensor, position_ids: Tensor) -> tuple[Tensor, Tensor]:
         pe = self._pe[0]
-        rows = position_ids[-self.n_rows :].permute(1, 2, 0).float()  # (B, L, R)
-        state = PEState(positions=Positions(coords=rows), coords=rows)
-        inv_freq, factor = pe.scaling.rewrite(pe.inv_freq, None)
-        state.extra["inv_freq"] = inv_freq
+        rows = position_ids[-self.n_rows :].permute(1, 2, 0).float()  # (B, L, R), already mapped
+        state = pe.state_at(Positions(coords=rows), rows)
         cos, sin = pe.cos_sin(state, 0)  # (B, 1, L, P)
+        factor = state.attention_factor
         cos, sin = cos[:, 0] * factor, sin[:, 0] * factor
         return torch.cat((cos, cos), -1).to(x.dtype), torch.cat((sin, sin), -1).to(x.dtype)
 
@@ -122,7 +121,7 @@ class HFQwen2VL(nn.Module):
             extra = {k: spec.extra[k] for k in ("channels", "patch_size", "temporal_patch_size", "merge_size")
                      if k in spec.extra}
             cfg = dataclasses.replace(cfg, **extra, **({"vocab_size": spec.vocab_size} if spec.vocab_size else {}))
-        if not getattr(pe, "is_rotary", False):
+        if not pe.is_rotary:
             raise ValueError(f"backbone=hf_qwen2vl replaces the model's rotary frequencies; pe={pe.name} is not "
                              f"a rotary variant")
         self.cfg = cfg
@@ -138,7 +137,7 @@ class HFQwen2VL(nn.Module):
         self.pe = pe.setup(AttentionGeometry(text.hidden_size, head_dim, text.num_attention_heads,
                                              text.num_key_value_heads, text.num_hidden_layers))
         theta = text.rope_parameters["rope_theta"]
-        if getattr(pe.cfg, "base", theta) != theta:
+        if pe.cfg.base != theta:
             log.warning("pe.base=%s differs from the model's rope_theta=%s (frequencies change with it)",
                         pe.cfg.base, theta)
         vision = self.hf.config.vision_config

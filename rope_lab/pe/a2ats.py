@@ -96,7 +96,7 @@ class A2ATS(RoPE):
         if state.positions.segment is not None:
             raise ValueError("pe=a2ats retrieves over one sequence per row; packed rows (Positions.segment, "
                              "task.packing=true) are not supported")
-        q_w = wrope_query(q, state.extra["inv_freq"], self.cfg.relative_pos, self.cfg.pair_layout)
+        q_w = wrope_query(q, state.inv_freq, self.cfg.relative_pos, self.cfg.pair_layout)
         if self.recorder is not None:
             self.recorder(layer, q_w, k)
         retrieval = self.quantize(k, layer)

@@ -51,6 +51,7 @@ class ALiBi(TokenLogitBias):
     """Fixed per-head linear distance penalty on the attention logits (no learned parameters)."""
 
     Config = ALiBiConfig
+    keep_dtype = ("slopes",)  # fp32 under model.to(bf16): Falcon's bf16 slopes are the pitfall this avoids
 
     def __init__(self, cfg: ALiBiConfig) -> None:
         super().__init__()
@@ -70,13 +71,6 @@ class ALiBi(TokenLogitBias):
         self.register_buffer("slopes", slopes.float(), persistent=False)
         return self
 
-    def _apply(self, fn, recurse=True):
-        # the slopes stay fp32 under model.to(bf16) (Falcon's bf16 slopes are the pitfall this avoids)
-        slopes = self._buffers.get("slopes")
-        super()._apply(fn, recurse)
-        if slopes is not None:
-            self._buffers["slopes"] = slopes.to(device=self._buffers["slopes"].device)
-        return self
 
     def bias(self, state: PEState, layer: int, n_queries: int, n_keys: int) -> Tensor:
         return -self.slopes[:, None, None] * self.distances(state, n_keys).abs()

@@ -8,7 +8,7 @@ hold. A variant overrides one of four sites: ``embed`` (absolute PEs), ``rotate`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -98,11 +98,14 @@ class AttentionGeometry:
 
 @dataclass
 class PEState:
-    """Per-forward state computed once by ``prepare`` and shared by every layer (opaque to backbones)."""
+    """Per-forward state computed once by ``prepare`` and shared by every layer (opaque to backbones).
+
+    A variant that keeps more per forward declares a subclass with typed fields (``RotaryState``: frequencies and
+    the rotation; ``LogitBiasState``: token coordinates) and names it in ``PositionalEncoding.State``.
+    """
 
     positions: Positions
     coords: Tensor  # mapped coords (B, N, A')
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class KVCache:
@@ -147,6 +150,14 @@ class PositionalEncoding(nn.Module):
     #: ``axes``, names from AXIS_NAMES) must be the first k of these, min_axes <= k <= max_axes.
     #: None: every axis is a generic coordinate and only the count is checked.
     axes: tuple[str, ...] | None = None
+    #: scores depend only on coordinate differences (checked by the registry's property tests for rotary variants);
+    #: False for variants whose groups, windows or kept tokens depend on absolute positions
+    relative: bool = True
+    #: the per-forward state type ``prepare`` builds
+    State: ClassVar[type[PEState]] = PEState
+    #: own buffers/parameters that a model cast (``model.to(bf16)``, ``.half()``) must not round: they take only the
+    #: cast's device (user_reports: dtype). ``FLOATING_BUFFERS`` stands for every floating buffer (frequency tables).
+    keep_dtype: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         super().__init__()
@@ -195,7 +206,19 @@ class PositionalEncoding(nn.Module):
         return positions.coords
 
     def prepare(self, positions: Positions, cache: KVCache | None = None) -> PEState:
-        return PEState(positions=positions, coords=self.position_map(positions, cache))
+        return self.State(positions=positions, coords=self.position_map(positions, cache))
+
+    def example_positions(self, batch: int, length: int, start: int = 0,
+                          generator: torch.Generator | None = None) -> Positions:
+        """Positions this variant can encode, for property tests and benchmarks: ``min_axes`` axes of token indices
+        start..start+length-1 (random integers in [start, start + 48) drawn from ``generator`` when one is given).
+        Variants with a structured layout (multimodal items, hierarchy levels, windows) return theirs."""
+        axes = max(1, self.min_axes)
+        if generator is not None:
+            coords = torch.randint(0, 48, (batch, length, axes), generator=generator).float() + start
+        else:
+            coords = torch.arange(start, start + length, dtype=torch.float32)[None, :, None].expand(batch, length, axes)
+        return Positions(coords=coords.clone())
 
     def embed(self, x: Tensor, state: PEState) -> Tensor:
         return x
@@ -219,8 +242,13 @@ class PositionalEncoding(nn.Module):
         x: Tensor | None = None,
         cache: KVCache | None = None,
     ) -> Tensor:
-        """q (B, H, Nq, D), k/v (B, Hkv, Nk, D) -> (B, H, Nq, D): rotate, cache, bias, SDPA."""
+        """q (B, H, Nq, D), k/v (B, Hkv, Nk, D) -> (B, H, Nq, D): rotate, then :meth:`scaled_attention`."""
         q, k = self.rotate(q, k, state, layer)
+        return self.scaled_attention(q, k, v, state=state, layer=layer, causal=causal, cache=cache)
+
+    def scaled_attention(self, q: Tensor, k: Tensor, v: Tensor, *, state: PEState, layer: int, causal: bool,
+                         cache: KVCache | None = None) -> Tensor:
+        """Rotated q, k -> cache the keys and values, one mask (causal, packing, bias), SDPA."""
         past = 0
         if cache is not None:
             past = 0 if cache.keys[layer] is None else cache.keys[layer].shape[-2]
@@ -255,5 +283,32 @@ class PositionalEncoding(nn.Module):
     def _has_bias(self, state: PEState, layer: int) -> bool:
         return type(self).bias is not PositionalEncoding.bias
 
+    def _apply(self, fn, recurse=True):
+        return apply_keeping_dtype(self, self.keep_dtype, lambda: super(PositionalEncoding, self)._apply(fn, recurse))
+
     def extra_repr(self) -> str:
         return f"name={self.name}"
+
+
+FLOATING_BUFFERS = "<floating buffers>"
+
+
+def apply_keeping_dtype(module: nn.Module, names: Iterable[str], apply) -> nn.Module:
+    """Run ``apply`` (a module's ``nn.Module._apply``) leaving the named own tensors' dtype and values alone.
+
+    Only the device is taken from the cast; values come from the untouched originals, since a bf16 round trip
+    loses bits. A parameter is restored only if the cast changed its dtype (a device move keeps it as it is).
+    """
+    names = set(names)
+    every = FLOATING_BUFFERS in names
+    buffers = {n: b for n, b in module._buffers.items()
+               if b is not None and b.is_floating_point() and (every or n in names)}
+    params = {n: p.data for n, p in module._parameters.items() if p is not None and n in names}
+    apply()
+    for name, original in buffers.items():
+        module._buffers[name] = original.to(device=module._buffers[name].device)
+    for name, original in params.items():
+        param = module._parameters[name]
+        if param.dtype != original.dtype:
+            param.data = original.to(device=param.device)
+    return module

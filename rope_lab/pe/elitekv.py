@@ -62,7 +62,7 @@ def pair_channels(n_pairs: int, layout: str) -> Tensor:
 def rotated_channels(pe: PositionalEncoding, layer: int) -> Tensor:
     """(H|1, head_dim) bool: the channels ``pe`` rotates at ``layer`` (their pair has a nonzero frequency on some
     axis); the others are position-free. Works for every rotary variant (EliteKV, p-RoPE, HoPE, RoPE: none free)."""
-    if not getattr(pe, "is_rotary", False):
+    if not pe.is_rotary:
         from rope_lab.pe.registry import available_pes, build_pe
 
         rotary = [n for n in available_pes() if build_pe({"name": n}).is_rotary]

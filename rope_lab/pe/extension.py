@@ -23,14 +23,14 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 from torch import Tensor
 
 from rope_lab.pe.base import KVCache, PEState, Positions
 from rope_lab.pe.rope import RoPE
-from rope_lab.pe.rotary import RotaryConfig
+from rope_lab.pe.rotary import RotaryConfig, RotaryState
 
 
 @dataclass
@@ -42,6 +42,14 @@ class ExtensionConfig(RotaryConfig):
     log_scale_length: int = 0  # L of the log-n query scaling max(1, log(p + 1) / log L); 0: off
 
 
+@dataclass
+class ExtensionState(RotaryState):
+    """A RoPE state plus the states far pairs rotate queries and keys with (built once per forward)."""
+
+    far_queries: RotaryState | None = None
+    far_keys: RotaryState | None = None
+
+
 class ExtendedRoPE(RoPE, ABC):
     """Base class: plain RoPE's parameters and rotation, with far pairs scored at re-mapped distances."""
 
@@ -49,6 +57,7 @@ class ExtendedRoPE(RoPE, ABC):
     causal_only = True  # the far rotations and masks are defined for keys at or before the query
     multimodal = False
     axes = ("token",)  # distances are token distances in one sequence
+    State: ClassVar[type[ExtensionState]] = ExtensionState
 
     def __init__(self, cfg: ExtensionConfig) -> None:
         if cfg.window < 1:
@@ -81,7 +90,8 @@ class ExtendedRoPE(RoPE, ABC):
         positions (B|1, 1, Nq, 1), key positions (B|1, 1, 1, Nk) and the near mask. None: every pair."""
         return None
 
-    def example_positions(self, batch: int, length: int, start: int = 0) -> Positions:
+    def example_positions(self, batch: int, length: int, start: int = 0,
+                         generator: torch.Generator | None = None) -> Positions:
         """Tokens start, start + s, start + 2s, ... with s = window // 3 (>= 1): a 10-token example has pairs on
         both sides of the window, so the registry's property tests exercise both rotations."""
         stride = max(1, self.cfg.window // 3)
@@ -89,28 +99,25 @@ class ExtendedRoPE(RoPE, ABC):
         return Positions(coords=coords[None, :, None].expand(batch, length, 1).clone())
 
     # -- forward ----------------------------------------------------------------------------------
-    def prepare(self, positions: Positions, cache: KVCache | None = None) -> PEState:
+    def prepare(self, positions: Positions, cache: KVCache | None = None) -> ExtensionState:
         state = super().prepare(positions, cache)
         far_query, far_key = self.far_coords(state.coords[..., :1])
-        state.extra["far_states"] = (self._rotation_state(state, far_query), self._rotation_state(state, far_key))
+        state.far_queries = self._rotation_state(state, far_query)
+        state.far_keys = self._rotation_state(state, far_key)
         return state
 
-    def _rotation_state(self, state: PEState, coords: Tensor) -> PEState:
+    def _rotation_state(self, state: ExtensionState, coords: Tensor) -> RotaryState:
         """A state rotating by ``coords`` with the same (scaled) frequencies and attention factor as ``state``."""
-        extra = {key: state.extra[key] for key in ("inv_freq", "attention_factor")}
-        other = PEState(positions=Positions(coords=coords, modality=state.positions.modality), coords=coords,
-                        extra=extra)
-        extra["cos_sin"] = self._tables(other, self.frequency_plan(extra["inv_freq"], 0))
-        return other
+        return self.with_tables(state, Positions(coords=coords, modality=state.positions.modality), coords)
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, *, state: PEState, layer: int, causal: bool,
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, *, state: ExtensionState, layer: int, causal: bool,
                x: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
         if not causal:
             raise ValueError(f"pe={self.name} only works with causal attention (its far-distance rules are defined "
                              f"for keys before the query)")
         query_position = state.coords[..., 0]
         q = self._log_scaled(q, query_position)
-        far_queries, far_keys = state.extra["far_states"]
+        far_queries, far_keys = state.far_queries, state.far_keys
         q_near, k_near = self.rotate(q, k, state, layer)
         q_far, _ = self.rotate(q, k, far_queries, layer)
         _, k_far = self.rotate(q, k, far_keys, layer)

@@ -77,6 +77,7 @@ class FoX(TokenLogitBias):
                 self.gate_bias = nn.Parameter(bias.clone())
             else:
                 self.register_buffer("gate_bias", bias.clone())
+                self.keep_dtype = ("gate_bias",)  # a frozen gate bias stays fp32 under model.to(bf16)
         return self
 
     def log_forget(self, x: Tensor, layer: int) -> Tensor:
@@ -104,14 +105,6 @@ class FoX(TokenLogitBias):
                 keys = torch.cat([past, sums], dim=-1)
             mem[layer] = keys
         return sums[..., :, None] - keys[..., None, -n_keys:]
-
-    def _apply(self, fn, recurse=True):
-        # a frozen gate bias stays fp32 under model.to(bf16)
-        bias = self._buffers.get("gate_bias")
-        super()._apply(fn, recurse)
-        if bias is not None:
-            self._buffers["gate_bias"] = bias.to(device=self._buffers["gate_bias"].device)
-        return self
 
     def extra_repr(self) -> str:
         c = self.cfg

@@ -158,7 +158,6 @@ def rope_to_hf(base: float, scaling: Mapping[str, Any] | None = None, rotary_fra
 def pe_to_hf(pe, legacy: bool = False) -> dict[str, Any]:
     """A set-up ``pe=rope`` (any scaling, no PSC) -> HF config fields; other variants change positions or
     frequencies in ways no HF rope config expresses."""
-    name = getattr(pe, "name", pe)
-    if name != "rope" or not hasattr(pe, "n_pairs") or pe.cfg.psc:
-        raise ValueError(f"only a set-up pe=rope without psc has a HF rope config; got pe={name}")
+    if pe.name != "rope" or pe.geometry is None or pe.cfg.psc:
+        raise ValueError(f"only a set-up pe=rope without psc has a HF rope config; got pe={pe.name}")
     return rope_to_hf(pe.cfg.base, pe.cfg.scaling, pe.cfg.rotary_fraction, 2 * pe.n_pairs, legacy)

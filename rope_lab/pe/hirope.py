@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 from torch import Tensor
 
-from rope_lab.pe.base import KVCache, PEState, Positions
+from rope_lab.pe.base import KVCache, Positions
 from rope_lab.pe.registry import register_pe
-from rope_lab.pe.rotary import Rotary, RotaryConfig
+from rope_lab.pe.rotary import Rotary, RotaryConfig, RotaryState
 
 
 @dataclass
@@ -44,6 +44,14 @@ def reliable_split(pretrain_length: float, base: float = 10000.0) -> float:
     return math.log(pretrain_length / (2 * math.pi)) / math.log(base)
 
 
+@dataclass
+class HiRoPEState(RotaryState):
+    """A HiRoPE state plus, with a local window, the states of original RoPE (near pairs) and of the far queries."""
+
+    near: RotaryState | None = None
+    far_queries: RotaryState | None = None
+
+
 @register_pe("hirope")
 class HiRoPE(Rotary):
     """Two-level RoPE: coords (token index, unit index), or token indices with units of ``segment`` tokens."""
@@ -51,6 +59,7 @@ class HiRoPE(Rotary):
     Config = HiRoPEConfig
     max_axes = 2
     axes = ("token", "unit")  # token indices, optionally with the unit index the task builds
+    State: ClassVar[type[HiRoPEState]] = HiRoPEState
 
     def __init__(self, cfg: HiRoPEConfig) -> None:
         if not 0.0 <= cfg.split <= 1.0:
@@ -76,21 +85,21 @@ class HiRoPE(Rotary):
     def frequency_plan(self, inv_freq: Tensor, layer: int) -> Tensor:
         return (inv_freq[None, :] * self.axis_onehot)[None]  # (1, 2, P): pair j reads one level
 
-    def prepare(self, positions: Positions, cache: KVCache | None = None) -> PEState:
+    def prepare(self, positions: Positions, cache: KVCache | None = None) -> HiRoPEState:
         state = super().prepare(positions, cache)
         if self.cfg.window > 0:  # tables of the two other rotations, built once per forward for every layer
             token, unit = state.coords[..., :1], state.coords[..., 1:]
             offset = self.cfg.window - 1 if self.cfg.window_offset is None else self.cfg.window_offset
             near = super().prepare(Positions(coords=torch.cat([token, token], -1)))  # original RoPE on every pair
             far_queries = super().prepare(Positions(coords=torch.cat([token, unit + offset], -1)))
-            state.extra["window_states"] = (near, far_queries)
+            state.near, state.far_queries = near, far_queries
         return state
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, *, state: PEState, layer: int, causal: bool,
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, *, state: HiRoPEState, layer: int, causal: bool,
                x: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
         if self.cfg.window == 0:
             return super().attend(q, k, v, state=state, layer=layer, causal=causal, x=x, cache=cache)
-        near, far_queries = state.extra["window_states"]
+        near, far_queries = state.near, state.far_queries
         q_near, k_near = self.rotate(q, k, near, layer)
         q_far, _ = self.rotate(q, k, far_queries, layer)
         _, k_far = self.rotate(q, k, state, layer)
@@ -115,13 +124,14 @@ class HiRoPE(Rotary):
             scores = scores.masked_fill(~keep, float("-inf"))
         return scores.softmax(-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(v.dtype) @ v
 
-    def example_positions(self, batch: int, length: int, start: int = 0) -> Positions:
+    def example_positions(self, batch: int, length: int, start: int = 0,
+                         generator: torch.Generator | None = None) -> Positions:
         """Token indices start.. with units of 3 tokens (a small hierarchy for the property tests)."""
         token = torch.arange(start, start + length, dtype=torch.float32)
         coords = torch.stack([token, torch.div(token, 3, rounding_mode="floor")], dim=-1)
         return Positions(coords=coords.expand(batch, -1, -1).clone())
 
     def extra_repr(self) -> str:
-        token_pairs = int(self.axis_onehot[0].sum()) if hasattr(self, "axis_onehot") else "?"
+        token_pairs = int(self.axis_onehot[0].sum()) if self.geometry is not None else "?"
         return (super().extra_repr() + f", split={self.cfg.split} ({token_pairs} token-level pairs), "
                 f"segment={self.cfg.segment}, window={self.cfg.window}")

@@ -13,6 +13,9 @@ on what lies between them), never touch q or k, and keep the plain K/V cache. Wh
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -21,6 +24,19 @@ from rope_lab.pe.base import KVCache, PEState, PositionalEncoding, Positions
 from rope_lab.pe.kernels.eager import math_dtype
 
 KEY_COORDS = "logit_bias/key_coords"
+
+
+@dataclass
+class TokenCoords:
+    """The queries' token coordinates (B|1, Nq) and every key's (B|1, Nk), the cached keys' first."""
+
+    queries: Tensor
+    keys: Tensor
+
+
+@dataclass
+class LogitBiasState(PEState):
+    tokens: TokenCoords | None = None
 
 
 def keep_mask(state: PEState, nq: int, nk: int, past: int, causal: bool, cache: KVCache | None,
@@ -39,9 +55,8 @@ def keep_mask(state: PEState, nq: int, nk: int, past: int, causal: bool, cache: 
     return keep
 
 
-def track_key_coords(state: PEState, cache: KVCache | None) -> None:
-    """Store the queries' token coordinates (B, Nq) and every key's (B, Nk), the cached keys' first, in
-    ``state.extra``; the cache keeps the keys' for the next chunk."""
+def track_key_coords(state: PEState, cache: KVCache | None) -> TokenCoords:
+    """The token coordinates of ``state``'s queries and of every key; the cache keeps the keys' for the next chunk."""
     coords = state.coords[..., 0].float()
     if coords.shape[0] > 1 and coords.stride(0) == 0:  # a batch-broadcast view: one row, so the bias is built once
         coords = coords[:1]
@@ -52,13 +67,13 @@ def track_key_coords(state: PEState, cache: KVCache | None) -> None:
             rows = max(past.shape[0], coords.shape[0])
             keys = torch.cat([past.expand(rows, -1), coords.expand(rows, -1)], dim=1)
         cache.pe_state[KEY_COORDS] = keys
-    state.extra["query_coords"], state.extra["key_coords"] = coords, keys
+    return TokenCoords(coords, keys)
 
 
-def token_distances(state: PEState, n_keys: int) -> Tensor:
+def token_distances(state: LogitBiasState, n_keys: int) -> Tensor:
     """(B, 1, Nq, Nk) float32 query minus key token coordinate (positive for past keys)."""
-    keys = state.extra["key_coords"][:, -n_keys:]
-    return (state.extra["query_coords"][:, :, None] - keys[:, None, :])[:, None]
+    keys = state.tokens.keys[:, -n_keys:]
+    return (state.tokens.queries[:, :, None] - keys[:, None, :])[:, None]
 
 
 class TokenLogitBias(PositionalEncoding):
@@ -70,10 +85,11 @@ class TokenLogitBias(PositionalEncoding):
 
     max_axes = 1
     axes = ("token",)
+    State: ClassVar[type[LogitBiasState]] = LogitBiasState
 
-    def prepare(self, positions: Positions, cache: KVCache | None = None) -> PEState:
+    def prepare(self, positions: Positions, cache: KVCache | None = None) -> LogitBiasState:
         state = super().prepare(positions, cache)
-        track_key_coords(state, cache)
+        state.tokens = track_key_coords(state, cache)
         return state
 
     distances = staticmethod(token_distances)

@@ -37,6 +37,8 @@ class MixedRoPE(Rotary):
     Config = MixedConfig
     min_axes = max_axes = 2
     per_layer_plan = True
+    #: model.to(bf16) must not round the learned frequencies (they stay fp32, as under naver's AMP)
+    keep_dtype = (*Rotary.keep_dtype, "freqs")
 
     def __init__(self, cfg: MixedConfig) -> None:
         super().__init__(cfg)
@@ -53,14 +55,6 @@ class MixedRoPE(Rotary):
                              f"rotary_fraction={self.cfg.rotary_fraction})")
         freqs = init_random_2d_freqs(rotary_dim, geometry.depth, geometry.n_heads, self.cfg.base, self.cfg.rotate)
         self.freqs = nn.Parameter(freqs)  # (2 = x|y, depth, heads, P)
-        return self
-
-    def _apply(self, fn, recurse=True):
-        # model.to(bf16) must not round the learned frequencies (they stay fp32, as under naver's AMP)
-        original = self.freqs.data if "freqs" in self._parameters else None
-        super()._apply(fn, recurse)
-        if original is not None and self.freqs.dtype != original.dtype:
-            self.freqs.data = original.to(device=self.freqs.device)
         return self
 
     def frequency_plan(self, inv_freq: Tensor, layer: int) -> Tensor:

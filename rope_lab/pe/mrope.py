@@ -52,6 +52,7 @@ class MRoPE(MultimodalRotary):
 
     Config = MRoPEConfig
     n_rows = 3
+    section: list[int] | None = None  # (t, h, w) pair counts, set at setup
 
     def __init__(self, cfg: MRoPEConfig) -> None:
         super().__init__(cfg)
@@ -82,4 +83,4 @@ class MRoPE(MultimodalRotary):
         return start[..., None] + torch.stack((t, local[..., 1], local[..., 2]), dim=-1)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, mrope_section={getattr(self, 'section', None)}, time_mode={self.cfg.time_mode}"
+        return f"{super().extra_repr()}, mrope_section={self.section}, time_mode={self.cfg.time_mode}"

@@ -26,6 +26,7 @@ mapped id by the same constant (the relative-position property).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -108,21 +109,32 @@ def mrope_sections(n_pairs: int, section: list[int] | None) -> list[int]:
     return section
 
 
-class MultimodalRotary(Rotary):
+class MultimodalRotary(Rotary, ABC):
     """Base of the video-LLM variants: item-wise id assignment (see the module docstring) + a frequency plan.
 
-    Subclasses define ``n_rows`` (mapped rows), ``pair_rows`` (an (R, P) buffer: which row each pair reads,
-    built at setup), and two methods:
-
-    - ``extent(grid (B, M, 3), scale, positions) -> (B, M)``: how far a vision item advances the index;
-    - ``vision_rows(start (B, N), local (B, N, 3), grid (B, N, 3), scale, positions) -> (B, N, R)``: the
-      mapped ids of vision tokens.
+    Subclasses set ``n_rows``, register the ``pair_rows`` buffer at setup and implement ``extent`` and
+    ``vision_rows``; ``item_scale``, ``text_rows`` and ``combine`` have defaults.
     """
 
     multimodal = True
     min_axes = max_axes = len(RAW_AXES)
+    #: how many rows of ids the position map produces (R: 1 for TAD-RoPE, 3 for M-RoPE / VideoRoPE, 4 for VRoPE)
+    n_rows: int
+    #: (R, P) buffer built at setup: pair j reads row r where pair_rows[r, j] == 1 (see ``section_onehot``)
+    pair_rows: Tensor
 
     # -- variant hooks ----------------------------------------------------------------------------------------
+    @abstractmethod
+    def extent(self, grid: Tensor, scale: Tensor | float, positions: Positions) -> Tensor:
+        """grid (B, M, 3) (T, H', W') of each item, temporal ``scale`` (B, M) or a float -> (B, M): how far a
+        vision item advances the index."""
+
+    @abstractmethod
+    def vision_rows(self, start: Tensor, local: Tensor, grid: Tensor, scale: Tensor | float,
+                    positions: Positions) -> Tensor:
+        """Item start ids (B, N), local (t, h, w) (B, N, 3), the item's grid (B, N, 3), the token's temporal scale
+        -> (B, N, R) the mapped ids of vision tokens."""
+
     def item_scale(self, lay: Layout, positions: Positions) -> Tensor | float:
         """Temporal spacing per item (B, M) or a float (VideoRoPE's delta, HoPE's dynamic scale)."""
         return 1.0
@@ -158,7 +170,8 @@ class MultimodalRotary(Rotary):
         return self.combine(lay.n, rows)
 
     # -- property-test layout ---------------------------------------------------------------------------------
-    def example_positions(self, batch: int, length: int, start: int = 0) -> Positions:
+    def example_positions(self, batch: int, length: int, start: int = 0,
+                          generator: torch.Generator | None = None) -> Positions:
         """2 text tokens, a video (T=2, H'=2, W'=1), then text; cut to ``length`` (used by the property tests).
 
         Consecutive tokens differ in t or h, never only in w: M-RoPE's w pairs are its lowest frequencies, too

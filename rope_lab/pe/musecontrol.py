@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from rope_lab.pe.base import apply_keeping_dtype
 from rope_lab.pe.frequencies import rope_inv_freq
 from rope_lab.pe.rotary import apply_rotation
 
@@ -91,10 +92,9 @@ class DecoupledCrossAttention(nn.Module):
     def reset_parameters(self) -> None:
         nn.init.zeros_(self.conv_out.weight)  # ``zero_module``: the branch starts as a no-op
 
-    def _apply(self, fn, recurse=True):
-        super()._apply(fn, recurse)
-        self._buffers["inv_freq"] = self._buffers["inv_freq"].float()  # fp32 under model.to(bf16)
-        return self
+    def _apply(self, fn, recurse=True):  # inv_freq stays fp32 under model.to(bf16), as PositionalEncoding's buffers
+        return apply_keeping_dtype(self, ("inv_freq",),
+                                   lambda: super(DecoupledCrossAttention, self)._apply(fn, recurse))
 
     def forward(self, q: Tensor, cond: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         k = rearrange(self.to_k_ip(cond), "b n (h d) -> b h n d", h=self.n_heads)

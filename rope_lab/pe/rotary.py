@@ -7,31 +7,34 @@ Pair layouts (see RoFormer arXiv 2104.09864 and HF `rotate_half` vs GPT-J `rotat
   "half"        pair j = (j, j + P)      HF LLaMA / GPT-NeoX
   "interleaved" pair j = (2j, 2j + 1)    RoFormer, GPT-J, Meta LLaMA, timm / rope-vit
 Only the first 2P channels of a head are rotated (partial rotary); the rest pass through.
+
+Per forward, ``prepare`` builds a :class:`RotaryState`: the scaled frequencies, the attention factor and, when every
+layer shares the plan, the rotation (cos/sin ``Tables``, or ``OnTheFly`` inputs for the Triton kernel). Per layer,
+``rotate`` takes that rotation (or builds this layer's) and hands it to ``kernels.rotate_qk``, the one place that
+chooses the backend.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from rope_lab.pe.base import NO_POSITION, KVCache, PEState, PositionalEncoding, Positions
+from rope_lab.pe.base import FLOATING_BUFFERS, NO_POSITION, KVCache, PEState, PositionalEncoding, Positions
 from rope_lab.pe.frequencies import rope_inv_freq, rotary_pairs
-from rope_lab.pe.kernels import (check_kernel, eager, precise_angles, resolve_kernel, rotate_qk_tables, split_plan,
-                                 triton_rope, uses_on_the_fly)
+from rope_lab.pe.kernels import (OnTheFly, Tables, check_kernel, eager, precise_angles, rotate_qk, split_plan,
+                                 uses_on_the_fly)
+from rope_lab.pe.kernels.angles import compute_angles
 from rope_lab.pe.registry import build_scaling
 from rope_lab.pe.psc import PhaseShiftCalibration
 from rope_lab.pe.scalings.cache import attend_rerotating
 
 PAIR_LAYOUTS = eager.PAIR_LAYOUTS
+Rotation = Tables | OnTheFly
 
-
-def compute_angles(coords: Tensor, freq: Tensor) -> Tensor:
-    """coords (B, N, A) x freq (H|1, A, P) -> angles (B, H|1, N, P) in float32, autocast disabled."""
-    with torch.autocast(device_type=coords.device.type, enabled=False):
-        return torch.einsum("bna,hap->bhnp", coords.float(), freq.float())
+__all__ = ["PAIR_LAYOUTS", "Rotary", "RotaryConfig", "RotaryState", "Rotation", "apply_rotation", "compute_angles"]
 
 
 def apply_rotation(x: Tensor, cos: Tensor, sin: Tensor, layout: str) -> Tensor:
@@ -57,23 +60,34 @@ class RotaryConfig:
     greater_than = {"base": 1.0}
 
 
+@dataclass
+class RotaryState(PEState):
+    """Per-forward state of a rotary variant."""
+
+    inv_freq: Tensor | None = None  # (P,) the scaled 1-D frequencies (before the variant's frequency plan)
+    attention_factor: float | Tensor = 1.0  # the scaling's attention factor (multiplies q and k)
+    #: built once per forward when every layer shares the plan (None: per-layer plans, built per layer)
+    rotation: Rotation | None = None
+
+
 class Rotary(PositionalEncoding):
     """Base class of all rotary variants. Subclasses override ``position_map`` and/or ``frequency_plan``.
 
-    Frequencies are fp32 buffers built at setup (model casts leave them alone: ``_apply`` is guarded);
+    Frequencies are fp32 buffers built at setup (model casts leave every floating buffer alone: ``keep_dtype``);
     angles are recomputed from positions every forward, so offsets, packing and KV-cache decoding need no
     special cases and there is no length-keyed cache.
     """
 
     is_rotary = True
     Config = RotaryConfig
+    State: ClassVar[type[RotaryState]] = RotaryState
+    keep_dtype = (FLOATING_BUFFERS,)
     #: True when frequency_plan depends on the layer (e.g. RoPE-Mixed learnable per-block frequencies)
     per_layer_plan = False
 
     def __init__(self, cfg: RotaryConfig) -> None:
         super().__init__()
-        if cfg.pair_layout not in PAIR_LAYOUTS:
-            raise ValueError(f"unknown pair_layout '{cfg.pair_layout}'; choose one of {list(PAIR_LAYOUTS)}")
+        eager.check_layout(cfg.pair_layout)
         check_kernel(cfg.kernel)
         self.cfg = cfg
         self.scaling = build_scaling(cfg.scaling)
@@ -93,15 +107,6 @@ class Rotary(PositionalEncoding):
         """The 1-D per-pair frequencies before scaling: RoFormer's base^(-2j/d_rot)."""
         return rope_inv_freq(2 * self.n_pairs, self.cfg.base)
 
-    def _apply(self, fn, recurse=True):
-        # Keep frequency buffers fp32 under model.to(bf16) / .half() (user_reports: dtype): take only the
-        # device from the cast, the values from the untouched fp32 originals (a bf16 round trip loses bits).
-        keep = {n: b for n, b in self._buffers.items() if b is not None and b.is_floating_point()}
-        super()._apply(fn, recurse)
-        for n, original in keep.items():
-            self._buffers[n] = original.to(device=self._buffers[n].device)
-        return self
-
     # -- variant hooks ----------------------------------------------------------------------------
     def frequency_plan(self, inv_freq: Tensor, layer: int) -> Tensor:
         """Scaled 1-D frequencies (P,) -> plan (H|1, A, P). Default: one axis, every head the same."""
@@ -114,89 +119,92 @@ class Rotary(PositionalEncoding):
         return None if mod is None else self._distinct_rows(mod) == NO_POSITION
 
     # -- forward ----------------------------------------------------------------------------------
-    def prepare(self, positions: Positions, cache: KVCache | None = None) -> PEState:
-        state = PEState(positions=positions, coords=self.position_map(positions, cache))
-        seq_len = None
-        if self.scaling.length_dependent:
-            seq_len = state.coords.detach().amax() + 1
-        inv_freq, factor = self.scaling.rewrite(self.inv_freq, seq_len)
-        state.extra["inv_freq"], state.extra["attention_factor"] = inv_freq, factor
+    def prepare(self, positions: Positions, cache: KVCache | None = None) -> RotaryState:
+        coords = self.position_map(positions, cache)
+        seq_len = coords.detach().amax() + 1 if self.scaling.length_dependent else None
+        state = self.state_at(positions, coords, seq_len)
         if not self.per_layer_plan:
-            plan = self.frequency_plan(inv_freq, 0)
-            if self._on_the_fly(state, plan):  # Triton computes angles in the kernel: no tables
-                state.extra["on_the_fly"] = self._on_the_fly_args(state, plan)
-            else:
-                state.extra["cos_sin"] = self._tables(state, plan)
+            state.rotation = self._rotation(state, self.frequency_plan(state.inv_freq, 0))
         return state
 
-    def cos_sin(self, state: PEState, layer: int) -> tuple[Tensor, Tensor]:
-        """cos/sin tables (B, H|1, N, P) fp32 of the precisely reduced angles; prefix tokens get angle 0."""
-        return self._tables(state, self.frequency_plan(state.extra["inv_freq"], layer))
+    def state_at(self, positions: Positions, coords: Tensor, seq_len: Tensor | None = None) -> RotaryState:
+        """A state at already mapped ``coords`` with the scaling's frequencies for ``seq_len`` (None: a static
+        scaling's), no rotation built yet: ``prepare``'s first half, also used where the ids come mapped (Qwen2-VL)."""
+        inv_freq, factor = self.scaling.rewrite(self.inv_freq, seq_len)
+        return self.State(positions=positions, coords=coords, inv_freq=inv_freq, attention_factor=factor)
 
+    def with_tables(self, state: RotaryState, positions: Positions, coords: Tensor) -> RotaryState:
+        """A state rotating by ``coords`` with ``state``'s frequencies and attention factor, its cos/sin tables built
+        (a shared plan: the far rotations of training-free extensions, the re-rotated keys of a consistent cache)."""
+        other = RotaryState(positions=positions, coords=coords, inv_freq=state.inv_freq,
+                            attention_factor=state.attention_factor)
+        if not self.per_layer_plan:
+            other.rotation = self.cos_sin(other, 0)
+        return other
+
+    def cos_sin(self, state: RotaryState, layer: int) -> Tables:
+        """cos/sin tables (B, H|1, N, P) fp32 of the precisely reduced angles; prefix tokens get angle 0."""
+        return self._tables(state, self.frequency_plan(state.inv_freq, layer))
+
+    def rotation(self, state: RotaryState, layer: int, q: Tensor, k: Tensor) -> Rotation:
+        """What rotates this layer's q and k: Triton's on-the-fly inputs, or cos/sin tables with the attention factor
+        folded in (as HF does: one cast); float64 q/k get exact float64 tables (the precision tests' ground truth)."""
+        if torch.float64 in (q.dtype, k.dtype):
+            rotation = self._tables(state, self.frequency_plan(state.inv_freq, layer), torch.float64)
+        elif state.rotation is not None and not self.per_layer_plan:
+            rotation = state.rotation
+        else:
+            rotation = self._rotation(state, self.frequency_plan(state.inv_freq, layer))
+        heads = rotation.plan[0][None] if isinstance(rotation, OnTheFly) else rotation.cos  # (1|B, H|1, ...)
+        if heads.shape[1] > 1:  # a per-head plan must match the key heads too
+            self._kv_heads(heads, k)
+        factor = state.attention_factor
+        if isinstance(rotation, OnTheFly) or (isinstance(factor, float) and factor == 1.0):
+            return rotation
+        return Tables(rotation.cos * factor, rotation.sin * factor)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, *, state: RotaryState, layer: int, causal: bool,
+               x: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+        if cache is not None and self.scaling.rerotates_cache:  # consistent dynamic scaling (scalings/cache.py)
+            return attend_rerotating(self, q, k, v, state=state, layer=layer, causal=causal, cache=cache)
+        q, k = self.rotate(q, k, state, layer)
+        return self.scaled_attention(q, k, v, state=state, layer=layer, causal=causal, cache=cache)
+
+    def rotate(self, q: Tensor, k: Tensor, state: RotaryState, layer: int) -> tuple[Tensor, Tensor]:
+        """q (B, H, N, D), k (B, Hkv, N, D) -> rotated at the state's positions (PSC first, when on)."""
+        if self.psc is not None:
+            q, k = self.psc(q, k, layer)
+        return rotate_qk(q, k, self.rotation(state, layer, q, k), self.cfg.pair_layout, self.cfg.kernel)
+
+    # -- helpers ----------------------------------------------------------------------------------
     @staticmethod
     def _distinct_rows(coords: Tensor) -> Tensor:
         """coords, or its first row when every row is the same broadcast view (stride 0: no data-dependent check)."""
         return coords[:1] if coords.shape[0] > 1 and coords.stride(0) == 0 else coords
 
-    def _tables(self, state: PEState, plan: Tensor, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    def _tables(self, state: PEState, plan: Tensor, dtype: torch.dtype = torch.float32) -> Tables:
         coords = self._distinct_rows(state.coords)
         if dtype == torch.float64:  # exact angles for float64 inputs (the precision tests' ground truth)
-            angles = torch.einsum("bna,hap->bhnp", coords.double(), plan.double())
+            angles = compute_angles(coords, plan, torch.float64)
         else:
             angles = precise_angles(coords, plan)
         free = self.position_free_mask(state)
         if free is not None:
             angles = angles.masked_fill(free[:, None, :, None], 0.0)
-        return angles.cos(), angles.sin()
+        return Tables(angles.cos(), angles.sin())
 
-    def _on_the_fly(self, state: PEState, plan: Tensor) -> bool:
-        factor = state.extra["attention_factor"]
+    def _rotation(self, state: RotaryState, plan: Tensor) -> Rotation:
+        """Triton's on-the-fly inputs when that kernel applies (no tables are built), else cos/sin tables."""
+        factor = state.attention_factor
         needs_grad = torch.is_grad_enabled() and (plan.requires_grad or state.coords.requires_grad
                                                   or (isinstance(factor, Tensor) and factor.requires_grad))
-        return uses_on_the_fly(self.cfg.kernel, state.coords.device, needs_grad)
-
-    def _on_the_fly_args(self, state: PEState, plan: Tensor) -> tuple:
-        """(coords with prefix tokens at 0, split plan, attention factor as a 1-element tensor) for Triton."""
-        free = self.position_free_mask(state)
+        if not uses_on_the_fly(self.cfg.kernel, state.coords.device, needs_grad):
+            return self._tables(state, plan)
+        free = self.position_free_mask(state)  # prefix tokens at coordinate 0: angle 0
         coords = self._distinct_rows(state.coords)
         coords = coords if free is None else coords.masked_fill(free[..., None], 0.0)
-        factor = torch.as_tensor(state.extra["attention_factor"], dtype=torch.float32, device=coords.device)
-        return coords.float(), tuple(g.contiguous() for g in split_plan(plan)), factor.reshape(1)
-
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, *, state: PEState, layer: int, causal: bool,
-               x: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
-        if cache is not None and self.scaling.rerotates_cache:  # consistent dynamic scaling (scalings/cache.py)
-            return attend_rerotating(self, q, k, v, state=state, layer=layer, causal=causal, cache=cache)
-        return super().attend(q, k, v, state=state, layer=layer, causal=causal, x=x, cache=cache)
-
-    def rotate(self, q: Tensor, k: Tensor, state: PEState, layer: int) -> tuple[Tensor, Tensor]:
-        if self.psc is not None:
-            q, k = self.psc(q, k, layer)
-        factor = state.extra["attention_factor"]
-        plan = lambda: self.frequency_plan(state.extra["inv_freq"], layer)  # noqa: E731
-        if torch.float64 in (q.dtype, k.dtype):
-            return self._rotate_tables(q, k, *self._tables(state, plan(), torch.float64), factor, "eager")
-        fly = state.extra.get("on_the_fly")
-        tables = None if self.per_layer_plan else state.extra.get("cos_sin")
-        if fly is None and tables is None:
-            freq = plan()
-            if self._on_the_fly(state, freq):
-                fly = self._on_the_fly_args(state, freq)
-            else:
-                tables = self._tables(state, freq)
-        if fly is not None:
-            coords, split, factor_t = fly
-            if split[0].shape[0] > 1:  # a per-head plan must match the key heads too
-                self._kv_heads(split[0][None], k)
-            layout = self.cfg.pair_layout
-            return triton_rope.rotate_qk(q, k, coords, split, factor_t, layout)
-        return self._rotate_tables(q, k, *tables, factor, resolve_kernel(self.cfg.kernel, q.device, q.numel()))
-
-    def _rotate_tables(self, q: Tensor, k: Tensor, cos: Tensor, sin: Tensor, factor, kernel: str):
-        if not (isinstance(factor, float) and factor == 1.0):  # folded into the tables as HF does: one cast
-            cos, sin = cos * factor, sin * factor
-        cos_k, sin_k = (cos, sin) if cos.shape[1] == 1 else (self._kv_heads(cos, k), self._kv_heads(sin, k))
-        return rotate_qk_tables(q, k, cos, sin, cos_k, sin_k, self.cfg.pair_layout, kernel)
+        factor = torch.as_tensor(factor, dtype=torch.float32, device=coords.device)
+        return OnTheFly(coords.float(), tuple(g.contiguous() for g in split_plan(plan)), factor.reshape(1))
 
     @staticmethod
     def _kv_heads(table: Tensor, k: Tensor) -> Tensor:

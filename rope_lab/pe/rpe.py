@@ -38,6 +38,11 @@ def query_frame_features(q_coords: Tensor, k_coords: Tensor, unit: float) -> Ten
     return torch.stack((torch.log1p(dist / unit), cos_a, sin_a, dphi.cos(), dphi.sin()), dim=-1)
 
 
+@dataclass
+class RPEState(PEState):
+    pairs: Tensor | None = None  # (B, Nq, Nk, hidden) embedded pair features, shared by every layer
+
+
 @register_pe("rpe")
 class QueryCentricRPE(PositionalEncoding):
     """Pairwise (distance, direction, relative heading) embeddings added to keys and values (overrides attend)."""
@@ -65,7 +70,7 @@ class QueryCentricRPE(PositionalEncoding):
         self.to_v = nn.ModuleList(nn.Linear(h, width, bias=False) for _ in range(geometry.depth))
         return self
 
-    def prepare(self, positions: Positions, cache: KVCache | None = None) -> PEState:
+    def prepare(self, positions: Positions, cache: KVCache | None = None) -> RPEState:
         coords = positions.coords
         keys = coords
         if cache is not None:  # decoding: the new queries see every cached agent too
@@ -74,9 +79,9 @@ class QueryCentricRPE(PositionalEncoding):
             cache.pe_state["rpe_coords"] = keys
         feats = query_frame_features(coords.float(), keys.float(), self.cfg.unit)
         feats = feats.to(self.pair_mlp[0].weight.dtype)
-        return PEState(positions=positions, coords=coords, extra={"pairs": self.pair_mlp(feats)})
+        return RPEState(positions=positions, coords=coords, pairs=self.pair_mlp(feats))
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, *, state: PEState, layer: int, causal: bool,
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, *, state: RPEState, layer: int, causal: bool,
                x: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
         past = 0
         if cache is not None:
@@ -87,7 +92,7 @@ class QueryCentricRPE(PositionalEncoding):
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         b, h, nq, d = q.shape
         nk = k.shape[-2]
-        pairs = state.extra["pairs"].to(q.dtype)
+        pairs = state.pairs.to(q.dtype)
         rk = self.to_k[layer](pairs).view(b, nq, nk, h, d)
         rv = self.to_v[layer](pairs).view(b, nq, nk, h, d)
         logits = (q @ k.transpose(-1, -2) + torch.einsum("bhid,bijhd->bhij", q, rk)) * d**-0.5

@@ -17,13 +17,13 @@ Unlike T5 (no 1/sqrt(d) in its attention; the scale is folded into the query ini
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from rope_lab.pe.base import PEState
-from rope_lab.pe.logit_bias import TokenLogitBias
+from rope_lab.pe.logit_bias import LogitBiasState, TokenLogitBias
 from rope_lab.pe.registry import register_pe
 
 DIRECTIONS = ("auto", "bidirectional", "causal")
@@ -65,11 +65,17 @@ def _check(cfg: T5BiasConfig) -> None:
         raise ValueError(f"pe=t5_bias: unknown direction '{cfg.direction}'; choose one of {list(DIRECTIONS)}")
 
 
+@dataclass
+class T5BiasState(LogitBiasState):
+    buckets: dict[tuple[int, bool], Tensor] = field(default_factory=dict)  # (n_keys, causal) -> bucket ids
+
+
 @register_pe("t5_bias")
 class T5Bias(TokenLogitBias):
     """Learned per-head bias on bucketed relative positions."""
 
     Config = T5BiasConfig
+    State: ClassVar[type[T5BiasState]] = T5BiasState
 
     def __init__(self, cfg: T5BiasConfig) -> None:
         _check(cfg)
@@ -92,17 +98,17 @@ class T5Bias(TokenLogitBias):
     def bidirectional(self, causal: bool) -> bool:
         return self.cfg.direction == "bidirectional" or (self.cfg.direction == "auto" and not causal)
 
-    def logit_bias(self, state: PEState, layer: int, n_queries: int, n_keys: int, *, causal: bool, x=None,
+    def logit_bias(self, state: T5BiasState, layer: int, n_queries: int, n_keys: int, *, causal: bool, x=None,
                    cache=None) -> Tensor:
         if self.cfg.direction == "causal" and not causal:
             raise ValueError("pe=t5_bias direction=causal sends every future key to bucket 0: it needs causal "
                              "attention; choose direction=auto or bidirectional")
-        memo = ("t5_buckets", n_keys, causal)  # the same for every layer of this forward
-        if memo not in state.extra:
-            state.extra[memo] = relative_position_bucket(-self.distances(state, n_keys)[:, 0],
+        memo = (n_keys, causal)  # the same for every layer of this forward
+        if memo not in state.buckets:
+            state.buckets[memo] = relative_position_bucket(-self.distances(state, n_keys)[:, 0],
                                                          self.bidirectional(causal), self.cfg.num_buckets,
                                                          self.cfg.max_distance)
-        buckets = state.extra[memo]
+        buckets = state.buckets[memo]
         table = self.table[layer if self.cfg.per_layer else 0].float()  # (buckets, H)
         return table[buckets].permute(0, 3, 1, 2)  # (B, H, Nq, Nk)
 

@@ -63,6 +63,7 @@ class VideoRoPE(MultimodalRotary):
 
     Config = VideoRoPEConfig
     n_rows = 3
+    section: list[int] | None = None  # (t, h, w) pair counts, set at setup
 
     def __init__(self, cfg: VideoRoPEConfig) -> None:
         super().__init__(cfg)
@@ -109,5 +110,5 @@ class VideoRoPE(MultimodalRotary):
 
     def extra_repr(self) -> str:
         c = self.cfg
-        return (f"{super().extra_repr()}, mrope_section={getattr(self, 'section', None)}, delta={c.delta}, "
+        return (f"{super().extra_repr()}, mrope_section={self.section}, delta={c.delta}, "
                 f"frequency={c.frequency}, index_layout={c.index_layout}, centre={c.centre}, text_after={c.text_after}")

@@ -18,17 +18,18 @@ query at the wrong length). Cached keys get factors <= 1 that shrink with distan
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rope_lab.pe.base import KVCache, PEState, Positions
+from rope_lab.pe.base import KVCache, Positions
 from rope_lab.pe.kernels.eager import math_dtype
-from rope_lab.pe.logit_bias import keep_mask, track_key_coords
+from rope_lab.pe.logit_bias import TokenCoords, keep_mask, track_key_coords
 from rope_lab.pe.registry import register_pe
 from rope_lab.pe.rope import RoPE
-from rope_lab.pe.rotary import RotaryConfig
+from rope_lab.pe.rotary import RotaryConfig, RotaryState
 
 
 def xpos_zeta(n_pairs: int, gamma: float = 0.4) -> Tensor:
@@ -55,11 +56,17 @@ class XPosConfig(RotaryConfig):
     greater_than = {"base": 1.0, "scale_base": 0.0, "gamma": 0.0}
 
 
+@dataclass
+class XPosState(RotaryState):
+    tokens: TokenCoords | None = None  # the queries' and keys' token coordinates (the decay is about their centre)
+
+
 @register_pe("xpos")
 class XPos(RoPE):
     """RoPE with the xPos per-pair exponential decay in the scores; owns ``attend`` (causal only)."""
 
     Config = XPosConfig
+    State: ClassVar[type[XPosState]] = XPosState
     causal_only = True
     multimodal = False
 
@@ -71,12 +78,12 @@ class XPos(RoPE):
         self.register_buffer("log_zeta", log_zeta, persistent=False)  # float64: cast to the math dtype per use
         return self
 
-    def prepare(self, positions: Positions, cache: KVCache | None = None) -> PEState:
+    def prepare(self, positions: Positions, cache: KVCache | None = None) -> XPosState:
         state = super().prepare(positions, cache)
-        track_key_coords(state, cache)
+        state.tokens = track_key_coords(state, cache)
         return state
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, *, state: PEState, layer: int, causal: bool,
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, *, state: XPosState, layer: int, causal: bool,
                x: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
         if not causal:
             raise ValueError("pe=xpos amplifies future keys: it needs causal attention")
@@ -85,7 +92,7 @@ class XPos(RoPE):
         if cache is not None:
             past = 0 if cache.keys[layer] is None else cache.keys[layer].shape[-2]
             k, v = cache.append(layer, k, v)
-        queries, keys = state.extra["query_coords"], state.extra["key_coords"][:, -k.shape[-2]:]
+        queries, keys = state.tokens.queries, state.tokens.keys[:, -k.shape[-2]:]
         centre = (queries.amin(1, keepdim=True) + queries.amax(1, keepdim=True)) / 2
         q = scale_pairs(q, self.log_zeta, queries - centre, self.cfg.pair_layout)
         k = scale_pairs(k, self.log_zeta, centre - keys, self.cfg.pair_layout)

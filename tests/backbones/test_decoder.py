@@ -9,6 +9,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from rope_lab.backbones.decoder import Decoder, DecoderConfig
 from rope_lab.backbones.hf_convert import state_dict_to_hf
 from rope_lab.pe import Positions, build_pe
+from rope_lab.pe.kernels import OnTheFly
 
 
 def _pair(n_kv_heads: int, base: float = 10000.0):
@@ -88,7 +89,7 @@ def test_cuda_triton_path_equals_hf_llama_and_trains_in_bf16():
     ours, hf = ours.cuda(), hf.cuda()
     tokens = torch.randint(0, 97, (2, 65), device="cuda")
     pos = Positions.sequence(2, 65).to("cuda")
-    assert "on_the_fly" in ours.pe.prepare(pos).extra
+    assert isinstance(ours.pe.prepare(pos).rotation, OnTheFly)
     with torch.no_grad():
         torch.testing.assert_close(ours(tokens, pos), hf(input_ids=tokens).logits, rtol=1e-4, atol=1e-4)
     grads = {}

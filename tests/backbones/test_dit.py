@@ -81,7 +81,7 @@ def test_mmdit_flux_ids_and_text_stream():
     pos = generation_positions(2, (4, 4), text_tokens=11, id_axes=3)
     assert torch.equal(pos.coords[0, :11], torch.zeros(11, 3))
     assert torch.equal(pos.coords[0, 11 + 5], torch.tensor([0.0, 1.0, 1.0]))
-    cos, sin = model.pe.prepare(pos).extra["cos_sin"]
+    cos, sin = model.pe.prepare(pos).rotation
     assert torch.equal(cos[:, :, :11], torch.ones_like(cos[:, :, :11])) and not sin[:, :, :11].any()
     y = torch.tensor([0, 9])
     out = model(torch.randn(2, 1, 8, 8), torch.rand(2), y, pos, text=class_text(y, 11))

@@ -33,15 +33,9 @@ def build(name: str, geom: AttentionGeometry | None = None, **overrides):
 
 def example_positions(pe, batch: int, length: int, start: int = 0, random: bool = False,
                       generator: torch.Generator | None = None) -> Positions:
-    """Positions with the variant's own example layout if it defines one, else ``min_axes`` axes."""
-    if hasattr(pe, "example_positions"):
-        return pe.example_positions(batch, length, start=start)
-    axes = max(1, pe.min_axes)
-    if random:
-        coords = torch.randint(0, 48, (batch, length, axes), generator=generator).float() + start
-    else:
-        coords = torch.arange(start, start + length, dtype=torch.float32)[None, :, None].expand(batch, length, axes)
-    return Positions(coords=coords.clone())
+    """The variant's example positions (``PositionalEncoding.example_positions``); random token indices drawn from
+    ``generator`` when ``random`` (variants with a structured layout keep theirs)."""
+    return pe.example_positions(batch, length, start=start, generator=generator if random else None)
 
 
 def parallel_and_incremental(model, tokens, positions: Positions, *chunk_ends: int):

@@ -116,7 +116,7 @@ def test_axes_and_errors():
 def test_frequencies_stay_fp32_under_bf16():
     pe = make(head_dim=16)
     pos = image_positions(1, (3, 4))
-    before = pe.prepare(pos).extra["cos_sin"][0]
+    before = pe.prepare(pos).rotation.cos
     pe.to(torch.bfloat16)
     assert pe.inv_freq.dtype == torch.float32
-    assert torch.equal(pe.prepare(pos).extra["cos_sin"][0], before)
+    assert torch.equal(pe.prepare(pos).rotation.cos, before)

@@ -113,7 +113,7 @@ def test_compiled_backend_uses_it_and_gradients_match_eager(dtype, layout):
     wq, wk = torch.randn(q.shape, generator=g), torch.randn(k.shape, generator=g)
     outs = {}
     for kernel in ("compiled", "eager"):
-        rq, rk = kernels.rotate_qk_tables(q, k, cos, sin, cos, sin, layout, kernel)
+        rq, rk = kernels.rotate_qk(q, k, kernels.Tables(cos, sin), layout, kernel)
         ((rq.float() * wq).sum() + (rk.float() * wk).sum()).backward()
         outs[kernel] = [rq, rk, q.grad, k.grad]
         q.grad = k.grad = None
@@ -145,7 +145,7 @@ def test_q_and_k_with_shared_tables_are_rotated_in_one_pass(monkeypatch, dtype, 
     ext, passes = cpu_rope.extension(), []
     fused = ext.rotate_all
     monkeypatch.setattr(ext, "rotate_all", lambda xs, *a: passes.append(len(xs)) or fused(xs, *a))
-    rq, rk = kernels.rotate_qk_tables(q, k, cos, sin, cos, sin, layout, "compiled")
+    rq, rk = kernels.rotate_qk(q, k, kernels.Tables(cos, sin), layout, "compiled")
     assert passes == [2]
     assert torch.equal(_bits(rq), _bits(eager.rotate(q.detach(), cos, sin, layout)))
     assert torch.equal(_bits(rk), _bits(eager.rotate(k.detach(), cos, sin, layout)))
@@ -161,7 +161,7 @@ def test_q_and_k_with_their_own_tables_or_shapes_are_rotated_apart(dtype, layout
     q, k = torch.randn(1, 2, 6, 16).to(dtype), torch.randn(1, 2, 7, 16).to(dtype)  # a longer key (a KV cache)
     cq, sq = _tables(1, 1, 6, 8)
     ck, sk = _tables(1, 1, 7, 8)
-    rq, rk = kernels.rotate_qk_tables(q, k, cq, sq, ck, sk, layout, "compiled")
+    rq, rk = kernels.rotate_qk(q, k, kernels.Tables(cq, sq), layout, "compiled", k_tables=kernels.Tables(ck, sk))
     assert torch.equal(_bits(rq), _bits(eager.rotate(q, cq, sq, layout)))
     assert torch.equal(_bits(rk), _bits(eager.rotate(k, ck, sk, layout)))
     ext = cpu_rope.extension()
@@ -213,7 +213,7 @@ def test_q_and_k_from_a_linear_with_shared_tables_match_eager(layout):
     q, k = (torch.randn(4, 300, 4, 64, generator=g).transpose(1, 2) for _ in range(2))
     cos, sin = _tables(1, 1, 300, 32)  # contiguous: the size-1 dims have strides 300 * 32
     for dtype in (torch.float32, torch.bfloat16):
-        got = kernels.rotate_qk_tables(q.to(dtype), k.to(dtype), cos, sin, cos, sin, layout, "compiled")
-        want = kernels.rotate_qk_tables(q.to(dtype), k.to(dtype), cos, sin, cos, sin, layout, "eager")
+        got = kernels.rotate_qk(q.to(dtype), k.to(dtype), kernels.Tables(cos, sin), layout, "compiled")
+        want = kernels.rotate_qk(q.to(dtype), k.to(dtype), kernels.Tables(cos, sin), layout, "eager")
         for a, b in zip(got, want):
             assert torch.equal(_bits(a), _bits(b)) and a.stride() == b.stride()

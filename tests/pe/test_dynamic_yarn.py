@@ -61,8 +61,8 @@ def test_at_or_below_the_original_length_it_is_no_scaling_bit_for_bit(head_dim, 
     for pos in (Positions.sequence(1, 1), Positions.sequence(1, 5, start=l0 // 3),
                 Positions.sequence(1, 5, start=l0 - 5)):
         a, b = dyn.prepare(pos), none.prepare(pos)
-        assert torch.equal(a.extra["inv_freq"], b.extra["inv_freq"]) and float(a.extra["attention_factor"]) == 1.0
-        for ta, tb in zip(a.extra["cos_sin"], b.extra["cos_sin"]):
+        assert torch.equal(a.inv_freq, b.inv_freq) and float(a.attention_factor) == 1.0
+        for ta, tb in zip(a.rotation, b.rotation):
             assert torch.equal(ta, tb)
         for ra, rb in zip(dyn.rotate(q, k, a, 0), none.rotate(q, k, b, 0)):
             assert torch.equal(ra, rb)
@@ -75,8 +75,8 @@ def test_at_k_times_the_original_length_it_is_static_yarn_with_factor_k(head_dim
     dyn, static = _pe(_dyn(l0), head_dim, base), _pe({"name": "yarn", "factor": k,
                                                       "original_max_position_embeddings": l0}, head_dim, base)
     a, b = dyn.prepare(Positions.sequence(1, n)), static.prepare(Positions.sequence(1, n))
-    assert torch.equal(a.extra["inv_freq"], b.extra["inv_freq"])
-    assert float(a.extra["attention_factor"]) == pytest.approx(b.extra["attention_factor"], rel=1e-14)
+    assert torch.equal(a.inv_freq, b.inv_freq)
+    assert float(a.attention_factor) == pytest.approx(b.attention_factor, rel=1e-14)
     theta = rope_inv_freq(head_dim, base, torch.float64)  # and in float64 (the precision tests' path)
     got, got_att = dyn.scaling.rewrite(theta, torch.tensor(n))
     want, want_att = static.scaling.rewrite(theta)
@@ -99,7 +99,7 @@ def test_matches_the_reference_formula_in_float64(head_dim, base, l0, length, fi
 
 def test_temperature_follows_the_length_and_an_explicit_attention_factor_is_verbatim():
     dyn = _pe(_dyn(64), 32, 1e4)
-    factors = [float(dyn.prepare(Positions.sequence(1, n)).extra["attention_factor"]) for n in (64, 128, 256, 1024)]
+    factors = [float(dyn.prepare(Positions.sequence(1, n)).attention_factor) for n in (64, 128, 256, 1024)]
     assert factors == pytest.approx([1.0, 0.1 * math.log(2) + 1, 0.1 * math.log(4) + 1, 0.1 * math.log(16) + 1])
     fixed = _pe(_dyn(64, attention_factor=1.0), 32, 1e4)  # NTK-by-parts frequencies without the temperature
-    assert float(fixed.prepare(Positions.sequence(1, 1024)).extra["attention_factor"]) == 1.0
+    assert float(fixed.prepare(Positions.sequence(1, 1024)).attention_factor) == 1.0

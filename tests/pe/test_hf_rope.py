@@ -61,7 +61,7 @@ def hf_frequencies(cfg_json: dict, length: int):
 def our_frequencies(pe_cfg: dict, length: int):
     pe = build_pe(pe_cfg).setup(AttentionGeometry(2 * HEAD_DIM, HEAD_DIM, 2, 2, 1))
     state = pe.prepare(Positions.sequence(1, length))
-    return state.extra["inv_freq"], state.extra["attention_factor"]
+    return state.inv_freq, state.attention_factor
 
 
 @pytest.mark.parametrize("case", list(CASES))

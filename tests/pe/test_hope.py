@@ -56,7 +56,7 @@ def test_hybrid_frequency_allocation_equals_official_function():
     torch.testing.assert_close(rq, oq, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(rk, ok, rtol=1e-5, atol=1e-5)
     # the 16 temporal pairs are the identity for every token (text included)
-    cos, _ = pe.prepare(positions).extra["cos_sin"]
+    cos, _ = pe.prepare(positions).rotation
     assert torch.equal(cos[..., 48:], torch.ones_like(cos[..., 48:]))
 
 

@@ -46,7 +46,7 @@ def test_frequencies_match_hf_proportional(head_dim, p, base):
     inv, _ = ROPE_INIT_FUNCTIONS["proportional"](cfg, "cpu")
     pe = build_pe({"name": "p_rope", "p": p, "base": base})
     pe.setup(AttentionGeometry(dim=2 * head_dim, head_dim=head_dim, n_heads=2, n_kv_heads=2, depth=1))
-    plan = pe.frequency_plan(pe.prepare(Positions.sequence(1, 2)).extra["inv_freq"], 0)[0, 0]
+    plan = pe.frequency_plan(pe.prepare(Positions.sequence(1, 2)).inv_freq, 0)[0, 0]
     assert torch.equal(plan == 0, inv == 0)
     torch.testing.assert_close(plan, inv, rtol=1e-6, atol=0)
 
@@ -69,7 +69,7 @@ def test_lowest_frequencies_are_the_ones_removed():
 def test_composes_with_a_scaling():
     pe = build_pe({"name": "p_rope", "p": 0.5, "scaling": {"name": "linear", "factor": 4.0}})
     pe.setup(AttentionGeometry(64, 32, 2, 2, 1))
-    plan = pe.frequency_plan(pe.prepare(Positions.sequence(1, 2)).extra["inv_freq"], 0)[0, 0]
+    plan = pe.frequency_plan(pe.prepare(Positions.sequence(1, 2)).inv_freq, 0)[0, 0]
     torch.testing.assert_close(plan[:8], pe.inv_freq[:8] / 4)
 
 

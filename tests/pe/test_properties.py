@@ -1,7 +1,8 @@
 """Registry-driven property tests: every registered positional encoding is covered automatically.
 
 Relative-position invariance and shift invariance are checked for rotary variants that declare
-``relative = True`` (the default for ``Rotary``); KV-cache decoding for every variant that supports it.
+``relative = True`` (the default, ``PositionalEncoding.relative``); KV-cache decoding for every variant that
+supports it.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def test_gradients_reach_every_parameter(name):
 
 def _relative(name):
     pe = build(name)
-    return pe.is_rotary and getattr(pe, "relative", True)
+    return pe.is_rotary and pe.relative
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if _relative(n)])
@@ -89,7 +90,7 @@ def test_rotary_is_norm_preserving(name):
     q, k = _qk(2, pe.geometry.n_heads, 9, pe.geometry.head_dim)
     state = pe.prepare(pos)
     rq, _ = pe.rotate(q, k, state, 0)
-    factor = state.extra.get("attention_factor", 1.0)
+    factor = state.attention_factor
     torch.testing.assert_close(rq.norm(dim=-1), q.norm(dim=-1) * factor, rtol=1e-5, atol=1e-5)
 
 

@@ -101,8 +101,8 @@ def test_rpe_padding_segments_do_not_leak():
 
 def test_rpe_memory_is_quadratic_in_agents():
     pe = build("rpe", _geom())
-    small = pe.prepare(Positions(coords=_scene(8))).extra["pairs"]
-    large = pe.prepare(Positions(coords=_scene(16))).extra["pairs"]
+    small = pe.prepare(Positions(coords=_scene(8))).pairs
+    large = pe.prepare(Positions(coords=_scene(16))).pairs
     assert large.numel() == 4 * small.numel()
 
 

@@ -40,7 +40,7 @@ def ours(scaling: dict, head_dim: int, base: float, partial: float = 1.0, seq_le
         return pe.scaling.rewrite(rope_inv_freq(2 * pe.n_pairs, base, torch.float64),
                                   None if seq_len is None else torch.tensor(seq_len))
     state = pe.prepare(Positions.sequence(1, seq_len or 4))
-    return state.extra["inv_freq"], state.extra["attention_factor"]
+    return state.inv_freq, state.attention_factor
 
 
 def close(a, b, rtol=1e-6):
@@ -132,8 +132,8 @@ def test_dynamic_ntk_matches_hf_dynamic_update(head_dim, base, factor, l0, lengt
                                                              "original_max_position_embeddings": l0}})
     pe.setup(AttentionGeometry(dim=2 * head_dim, head_dim=head_dim, n_heads=2, n_kv_heads=2, depth=1))
     state = pe.prepare(Positions.sequence(1, n))
-    close(state.extra["inv_freq"], rot.inv_freq)
-    ours_cos, ours_sin = state.extra["cos_sin"]
+    close(state.inv_freq, rot.inv_freq)
+    ours_cos, ours_sin = state.rotation
     torch.testing.assert_close(torch.cat([ours_cos, ours_cos], -1)[0, 0], cos[0], rtol=0, atol=1e-3)  # fp32 angles up to ~1.5e3 rad
     torch.testing.assert_close(torch.cat([ours_sin, ours_sin], -1)[0, 0], sin[0], rtol=0, atol=1e-3)
 

@@ -29,7 +29,7 @@ def _scores(pe, q, k, start=0):
     """Pre-softmax xPos scores of one parallel pass (the same centring as ``attend``)."""
     state = pe.prepare(Positions.sequence(1, q.shape[2], start=start))
     rq, rk = pe.rotate(q, k, state, 0)
-    coords = state.extra["query_coords"]
+    coords = state.tokens.queries
     centre = coords.mean(1, keepdim=True)
     rq = scale_pairs(rq, pe.log_zeta, coords - centre, pe.cfg.pair_layout)
     rk = scale_pairs(rk, pe.log_zeta, centre - coords, pe.cfg.pair_layout)

@@ -1,6 +1,7 @@
 """Backends of the shared rotary core (issue 6): one rotation, several implementations.
 
-``pe.kernel`` chooses one:
+:func:`rotate_qk` is the one dispatch point (``Rotary.rotate`` calls it with its typed rotation); ``pe.kernel``
+chooses the backend:
   eager     plain PyTorch ops; the parity oracle every backend is tested against
   compiled  one ``torch.compile``d single-pass graph for q and k (CPU and GPU); on x86 CPUs fp32/bf16 q/k use a
             C++ SIMD kernel instead where the CPU's instruction set covers the layout (``cpu_rope``)
@@ -17,20 +18,37 @@ what ``auto`` resolves to (e.g. ``ROPE_LAB_KERNEL=eager`` for test suites that s
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from rope_lab.pe.kernels import compiled, cpu_rope, eager, triton_rope
-from rope_lab.pe.kernels.angles import precise_angles, reduced_angles, split_plan
+from rope_lab.pe.kernels.angles import compute_angles, precise_angles, reduced_angles, split_plan
 
 KERNELS = ("auto", "eager", "compiled", "triton")
 AUTO_ENV = "ROPE_LAB_KERNEL"
 #: below this many elements per tensor, a compiled call's guard/launch overhead is as large as the eager ops
 COMPILE_MIN_NUMEL = 1 << 18
 
-__all__ = ["KERNELS", "check_kernel", "resolve_kernel", "rotate_qk_tables", "precise_angles", "reduced_angles",
-           "split_plan", "uses_on_the_fly"]
+__all__ = ["KERNELS", "OnTheFly", "Tables", "check_kernel", "compute_angles", "precise_angles", "reduced_angles",
+           "resolve_kernel", "rotate_qk", "split_plan", "uses_on_the_fly"]
+
+
+class Tables(NamedTuple):
+    """cos/sin tables (B|1, H|1, N, P), fp32 (float64 for float64 inputs), of the angles to rotate by."""
+
+    cos: Tensor
+    sin: Tensor
+
+
+class OnTheFly(NamedTuple):
+    """What the Triton kernel forms the angles from: coords (B|1, N, A) fp32 (prefix tokens at 0), the split
+    frequency plan 3 x (H|1, A, P) (``split_plan``, contiguous) and the attention factor (1,) fp32."""
+
+    coords: Tensor
+    plan: tuple[Tensor, Tensor, Tensor]
+    factor: Tensor
 
 
 def check_kernel(name: str) -> None:
@@ -82,28 +100,44 @@ def _token_major(x: Tensor) -> bool:
     return x.dim() == 4 and not x.is_contiguous() and x.transpose(1, 2).is_contiguous()
 
 
-def rotate_qk_tables(q: Tensor, k: Tensor, cos_q: Tensor, sin_q: Tensor, cos_k: Tensor, sin_k: Tensor,
-                     layout: str, kernel: str) -> tuple[Tensor, Tensor]:
-    """Rotate q and k by cos/sin tables (B|1, H|1, N, P) with the eager or compiled backend.
+def _same(x: Tensor) -> Tensor:
+    return x
 
-    Outputs keep the inputs' memory order: q/k that are (B, N, H, D) memory viewed as (B, H, N, D) stay so (as
-    HF's elementwise rotation keeps them), so attention writes its output in that order and the transpose back
-    to (B, N, H*D) before the output projection is free instead of a saved copy per layer.
+
+def _heads_last(x: Tensor) -> Tensor:
+    return x.transpose(1, 2)
+
+
+def rotate_qk(q: Tensor, k: Tensor, rotation: Tables | OnTheFly, layout: str, kernel: str = "auto",
+              k_tables: Tables | None = None) -> tuple[Tensor, Tensor]:
+    """The one dispatch point of the rotation: q (B, H, N, D) and k (B, Hkv, N, D) rotated by ``rotation``.
+
+    Args:
+        rotation: ``OnTheFly`` inputs go to the Triton kernel; ``Tables`` to the eager or compiled backend that
+            ``resolve_kernel(kernel, ...)`` names (on x86 CPUs ``compiled`` takes the C++ kernel ``cpu_rope``
+            where it covers the dtype and layout). float64 q/k always take the eager path.
+        layout: the pair layout, "half" or "interleaved".
+        kernel: ``pe.kernel`` (auto | eager | compiled | triton).
+        k_tables: the keys' own tables (a longer key with a KV cache); None: k shares q's, rotated in one pass.
+
+    Returns:
+        (q', k') in their inputs' memory order: q/k that are (B, N, H, D) memory viewed as (B, H, N, D) stay so (as
+        HF's elementwise rotation keeps them), so attention writes its output in that order and the transpose back
+        to (B, N, H*D) before the output projection is free instead of a saved copy per layer.
     """
-    eager.check_layout(layout)
-    if _token_major(q) and _token_major(k):
-        t = lambda x: x.transpose(1, 2)  # noqa: E731 - rotate in the (B, N, H, D) frame: contiguous there
-        tables_q = t(cos_q), t(sin_q)
-        shared = cos_k is cos_q and sin_k is sin_q  # kept shared: q and k then rotate in one pass (cpu_rope)
-        tables_k = tables_q if shared else (t(cos_k), t(sin_k))
-        oq, ok = _rotate_qk(t(q), t(k), *tables_q, *tables_k, layout, kernel)
-        return t(oq), t(ok)
-    return _rotate_qk(q, k, cos_q, sin_q, cos_k, sin_k, layout, kernel)
-
-
-def _rotate_qk(q, k, cos_q, sin_q, cos_k, sin_k, layout: str, kernel: str) -> tuple[Tensor, Tensor]:
-    if kernel == "compiled" and cpu_rope.applies(q, k, (cos_q, sin_q, cos_k, sin_k), layout):
-        return cpu_rope.rotate_qk(q, k, cos_q, sin_q, cos_k, sin_k, layout)
-    if kernel == "compiled" and q.dtype != torch.float64 and k.dtype != torch.float64:
-        return compiled.rotate_qk(q, k, cos_q, sin_q, cos_k, sin_k, layout)
-    return eager.rotate(q, cos_q, sin_q, layout), eager.rotate(k, cos_k, sin_k, layout)
+    if isinstance(rotation, OnTheFly):
+        return triton_rope.rotate_qk(q, k, *rotation, layout)
+    name = "eager" if torch.float64 in (q.dtype, k.dtype) else resolve_kernel(kernel, q.device, q.numel())
+    (cos_q, sin_q), (cos_k, sin_k) = rotation, rotation if k_tables is None else k_tables
+    frame = _heads_last if _token_major(q) and _token_major(k) else _same  # rotate in the frame that is contiguous
+    if frame is _heads_last:
+        q, k, cos_q, sin_q = frame(q), frame(k), frame(cos_q), frame(sin_q)
+        cos_k, sin_k = (cos_q, sin_q) if k_tables is None else (frame(cos_k), frame(sin_k))
+    tables = (cos_q, sin_q, cos_k, sin_k)
+    if name == "compiled" and cpu_rope.applies(q, k, tables, layout):
+        q, k = cpu_rope.rotate_qk(q, k, *tables, layout)
+    elif name == "compiled":
+        q, k = compiled.rotate_qk(q, k, *tables, layout)
+    else:
+        q, k = eager.rotate(q, cos_q, sin_q, layout), eager.rotate(k, cos_k, sin_k, layout)
+    return frame(q), frame(k)

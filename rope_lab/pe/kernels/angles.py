@@ -76,6 +76,13 @@ def reduced_angles(coords: Tensor, plan: tuple[Tensor, Tensor, Tensor]) -> Tenso
         return _frac(rev.sum(-2)) * TWO_PI
 
 
+def compute_angles(coords: Tensor, freq: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """coords (B, N, A) x freq (H|1, A, P) -> angles (B, H|1, N, P) = ``coords @ freq`` in ``dtype``, autocast
+    disabled, not reduced (the naive product: RoFormer's angle, and exact in float64)."""
+    with torch.autocast(device_type=coords.device.type, enabled=False):
+        return torch.einsum("bna,hap->bhnp", coords.to(dtype), freq.to(dtype))
+
+
 def precise_angles(coords: Tensor, freq: Tensor) -> Tensor:
     """Angles (B, H|1, N, P) fp32 whose value is the precisely reduced angle and whose gradient is that of
     ``coords @ freq`` (so learnable frequencies, e.g. RoPE-Mixed, train exactly as with the naive product)."""
@@ -83,5 +90,5 @@ def precise_angles(coords: Tensor, freq: Tensor) -> Tensor:
         precise = reduced_angles(coords, split_plan(freq))
         if not (freq.requires_grad or coords.requires_grad) or not torch.is_grad_enabled():
             return precise
-        naive = torch.einsum("bna,hap->bhnp", coords.float(), freq.float())
+        naive = compute_angles(coords, freq)
         return naive + (precise - naive).detach()

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rope_lab.pe.base import KVCache, PEState, Positions
+from rope_lab.pe.base import KVCache, Positions
 
 _POSITIONS, _KEY_STATE = "rerotate_positions", "rerotate_key_state"
 
@@ -26,7 +26,7 @@ def _cat(a: Tensor | None, b: Tensor | None) -> Tensor | None:
     return torch.cat([a, b], dim=1)
 
 
-def _key_state(pe, state: PEState, cache: KVCache, layer: int) -> PEState:
+def _key_state(pe, state, cache: KVCache, layer: int):
     """Positions of every cached token + the current frequencies; built once per forward (at layer 0)."""
     if layer == 0 or _KEY_STATE not in cache.pe_state:
         new = state.positions
@@ -35,15 +35,11 @@ def _key_state(pe, state: PEState, cache: KVCache, layer: int) -> PEState:
                                                    _cat(old.modality, new.modality), _cat(old.segment, new.segment),
                                                    dict(new.meta))
         cache.pe_state[_POSITIONS] = allpos
-        key_state = PEState(positions=allpos, coords=pe.position_map(allpos), extra={
-            "inv_freq": state.extra["inv_freq"], "attention_factor": state.extra["attention_factor"]})
-        if not pe.per_layer_plan:
-            key_state.extra["cos_sin"] = pe.cos_sin(key_state, 0)
-        cache.pe_state[_KEY_STATE] = key_state
+        cache.pe_state[_KEY_STATE] = pe.with_tables(state, allpos, pe.position_map(allpos))
     return cache.pe_state[_KEY_STATE]
 
 
-def attend_rerotating(pe, q: Tensor, k: Tensor, v: Tensor, *, state: PEState, layer: int, causal: bool,
+def attend_rerotating(pe, q: Tensor, k: Tensor, v: Tensor, *, state, layer: int, causal: bool,
                       cache: KVCache) -> Tensor:
     """``PositionalEncoding.attend`` with un-rotated cached keys re-rotated by the current frequencies."""
     key_state = _key_state(pe, state, cache, layer)
