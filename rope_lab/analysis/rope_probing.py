@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rope_lab.analysis.plots import plt, save_figure
+from rope_lab.backbones.shared_pe import pe_users
 from rope_lab.pe.base import IMAGE, KVCache, PEState, PositionalEncoding, Positions
 
 
@@ -168,18 +169,18 @@ class ValueInjection(_Wrapper):
 
 @contextmanager
 def use_pe(model: nn.Module, pe: PositionalEncoding):
-    """Temporarily give ``model`` (and every block sharing its PE through ``_pe``) another PE."""
+    """Temporarily give ``model`` (and every block sharing its PE, rope_lab.backbones.shared_pe) another PE."""
     old = model.pe
-    holders = [m for m in model.modules() if isinstance(getattr(m, "_pe", None), list) and m._pe[0] is old]
+    holders = list(pe_users(model, old))
     model._modules["pe"] = pe
     for m in holders:
-        m._pe[0] = pe
+        m.share_pe(pe)
     try:
         yield pe
     finally:
         model._modules["pe"] = old
         for m in holders:
-            m._pe[0] = old
+            m.share_pe(old)
 
 
 def psnr(reference: Tensor, image: Tensor) -> Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from rope_lab.backbones.shared_pe import SharedPE
 from rope_lab.pe.base import KVCache, PEState, PositionalEncoding
 
 
@@ -35,7 +36,7 @@ class SwiGLU(nn.Module):
         return self.down(nn.functional.silu(self.gate(x)) * self.up(x))
 
 
-class Attention(nn.Module):
+class Attention(SharedPE):
     """Multi-head attention with grouped-query heads; positions enter only through ``pe.attend``."""
 
     def __init__(self, dim: int, n_heads: int, n_kv_heads: int, layer: int, pe: PositionalEncoding,
@@ -49,11 +50,7 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(dim, n_kv_heads * self.head_dim, bias=qkv_bias)
         self.v_proj = nn.Linear(dim, n_kv_heads * self.head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(n_heads * self.head_dim, dim, bias=False)
-        self._pe = [pe]  # shared by every block: kept out of this module's children on purpose
-
-    @property
-    def pe(self) -> PositionalEncoding:
-        return self._pe[0]
+        self.share_pe(pe)
 
     def forward(self, x: Tensor, state: PEState, cache: KVCache | None = None) -> Tensor:
         b, n, _ = x.shape

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from rope_lab.backbones.blocks import RMSNorm
 from rope_lab.backbones.registry import register_backbone
+from rope_lab.backbones.shared_pe import SharedPE
 from rope_lab.pe.base import AttentionGeometry, PEState, PositionalEncoding, Positions
 from rope_lab.pe.musecontrol import DecoupledCrossAttention, MuseControlConfig
 
@@ -85,13 +86,14 @@ class QKV(nn.Module):
         return self.q_norm(q), self.k_norm(k), v
 
 
-class DiTBlock(nn.Module):
+class DiTBlock(SharedPE):
     """adaLN-Zero block: x + gate * attn(modulate(norm(x))); x + gate * mlp(modulate(norm(x)))."""
 
     def __init__(self, cfg: DiTConfig, layer: int, pe: PositionalEncoding, control_dim: int) -> None:
         super().__init__()
         d = cfg.dim
-        self.layer, self._pe = layer, [pe]  # the PE is shared by every block: not a child module
+        self.layer = layer
+        self.share_pe(pe)
         self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.attn = QKV(d, cfg.n_heads, cfg.qk_norm)
         self.proj = nn.Linear(d, d)
@@ -99,10 +101,6 @@ class DiTBlock(nn.Module):
         self.mlp = Mlp(d, int(d * cfg.mlp_ratio), act_layer=lambda: nn.GELU(approximate="tanh"))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
         self.control = DecoupledCrossAttention(control_dim, d, cfg.n_heads, cfg.control) if control_dim else None
-
-    @property
-    def pe(self) -> PositionalEncoding:
-        return self._pe[0]
 
     def forward(self, x: Tensor, c: Tensor, state: PEState, control: tuple | None = None) -> Tensor:
         sh1, sc1, g1, sh2, sc2, g2 = self.adaLN_modulation(c).chunk(6, dim=-1)
@@ -118,17 +116,14 @@ class DiTBlock(nn.Module):
         return x + g2[:, None] * self.mlp(modulate(self.norm2(x), sh2, sc2))
 
 
-class DoubleStreamBlock(nn.Module):
+class DoubleStreamBlock(SharedPE):
     """FLUX ``DoubleStreamBlock``: per-stream modulation/QKV/MLP, one joint attention over [text, image]."""
 
     def __init__(self, cfg: DiTConfig, layer: int, pe: PositionalEncoding) -> None:
         super().__init__()
-        self.layer, self._pe = layer, [pe]
+        self.layer = layer
+        self.share_pe(pe)
         self.streams = nn.ModuleList(_Stream(cfg) for _ in range(2))  # 0: text, 1: image
-
-    @property
-    def pe(self) -> PositionalEncoding:
-        return self._pe[0]
 
     def forward(self, txt: Tensor, img: Tensor, c: Tensor, state: PEState) -> tuple[Tensor, Tensor]:
         mods = [s.adaLN_modulation(c).chunk(6, dim=-1) for s in self.streams]

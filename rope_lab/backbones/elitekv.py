@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from rope_lab.backbones.shared_pe import SharedPE
 from rope_lab.pe.base import AttentionGeometry, KVCache, PEState, PositionalEncoding
 from rope_lab.pe.elitekv import rotated_channels
 
@@ -63,7 +64,7 @@ class LatentCache:
         return self.attn.assemble(k_rope, k_nope), v
 
 
-class EliteKVAttention(nn.Module):
+class EliteKVAttention(SharedPE):
     def __init__(self, dim: int, n_heads: int, layer: int, pe: PositionalEncoding, *, kv_dim: int,
                  causal: bool = True) -> None:
         super().__init__()
@@ -88,11 +89,7 @@ class EliteKVAttention(nn.Module):
         self.kv_a_proj = nn.Linear(dim, kv_dim, bias=False)
         self.kv_b_proj = nn.Linear(kv_dim, n_heads * (self.n_nope + self.head_dim), bias=False)
         self.o_proj = nn.Linear(dim, dim, bias=False)
-        self._pe = [pe]  # shared by every block: kept out of this module's children on purpose
-
-    @property
-    def pe(self) -> PositionalEncoding:
-        return self._pe[0]
+        self.share_pe(pe)
 
     @property
     def rope_idx(self) -> Tensor:

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from rope_lab.backbones.registry import register_backbone
+from rope_lab.backbones.shared_pe import SharedPE
 from rope_lab.extras import require
 from rope_lab.pe.base import IMAGE, VIDEO, AttentionGeometry, KVCache, PositionalEncoding, Positions
 from rope_lab.pe.multimodal import example_multimodal_positions
@@ -89,17 +90,17 @@ def mapped_rows(pe: PositionalEncoding) -> int:
     return pe.position_map(example_multimodal_positions(1, 8)).shape[-1]
 
 
-class PERotary(nn.Module):
+class PERotary(SharedPE):
     """Stands in for ``Qwen2VLRotaryEmbedding``: rows of our mapped ids (the last R rows it is handed) ->
     HF (cos, sin) of shape (B, L, head_dim) in the half layout."""
 
     def __init__(self, pe: PositionalEncoding, n_rows: int) -> None:
         super().__init__()
-        self._pe = [pe]  # the PE belongs to the wrapper; kept out of this module's children
+        self.share_pe(pe)  # the PE belongs to the wrapper
         self.n_rows = n_rows
 
     def forward(self, x: Tensor, position_ids: Tensor) -> tuple[Tensor, Tensor]:
-        pe = self._pe[0]
+        pe = self.pe
         rows = position_ids[-self.n_rows :].permute(1, 2, 0).float()  # (B, L, R), already mapped
         state = pe.state_at(Positions(coords=rows), rows)
         cos, sin = pe.cos_sin(state, 0)  # (B, 1, L, P)

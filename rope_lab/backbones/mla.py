@@ -22,10 +22,11 @@ import torch
 from torch import Tensor, nn
 
 from rope_lab.backbones.blocks import RMSNorm
+from rope_lab.backbones.shared_pe import SharedPE
 from rope_lab.pe.base import KVCache, PEState, PositionalEncoding
 
 
-class MLAttention(nn.Module):
+class MLAttention(SharedPE):
     def __init__(self, dim: int, n_heads: int, layer: int, pe: PositionalEncoding, *, kv_lora_rank: int,
                  qk_nope_head_dim: int, qk_rope_head_dim: int, v_head_dim: int, q_lora_rank: int | None = None,
                  causal: bool = True, norm_eps: float = 1e-6) -> None:
@@ -44,11 +45,7 @@ class MLAttention(nn.Module):
         self.kv_a_layernorm = RMSNorm(kv_lora_rank, norm_eps)
         self.kv_b_proj = nn.Linear(kv_lora_rank, n_heads * (qk_nope_head_dim + v_head_dim), bias=False)
         self.o_proj = nn.Linear(n_heads * v_head_dim, dim, bias=False)
-        self._pe = [pe]  # shared by every block: kept out of this module's children on purpose
-
-    @property
-    def pe(self) -> PositionalEncoding:
-        return self._pe[0]
+        self.share_pe(pe)
 
     def _queries(self, x: Tensor) -> Tensor:
         if hasattr(self, "q_proj"):

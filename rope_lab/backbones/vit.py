@@ -20,6 +20,7 @@ from timm.layers import DropPath, LayerScale, Mlp, PatchEmbed, trunc_normal_
 from torch import Tensor, nn
 
 from rope_lab.backbones.registry import register_backbone
+from rope_lab.backbones.shared_pe import SharedPE
 from rope_lab.pe.base import AttentionGeometry, PEState, PositionalEncoding, Positions
 
 POOLS = ("token", "avg")
@@ -43,7 +44,7 @@ class ViTConfig:
     num_classes: int = 10
 
 
-class ViTAttention(nn.Module):
+class ViTAttention(SharedPE):
     """timm ``Attention`` (fused qkv, output projection with bias); positions only through ``pe.attend``."""
 
     def __init__(self, dim: int, n_heads: int, layer: int, pe: PositionalEncoding, qkv_bias: bool) -> None:
@@ -53,7 +54,7 @@ class ViTAttention(nn.Module):
         self.n_heads, self.head_dim, self.layer = n_heads, dim // n_heads, layer
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
-        self._pe = [pe]  # shared by every block: kept out of this module's children on purpose
+        self.share_pe(pe)
 
     def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         b, n, _ = x.shape
@@ -61,14 +62,14 @@ class ViTAttention(nn.Module):
 
     def forward(self, x: Tensor, state: PEState) -> Tensor:
         q, k, v = self._qkv(x)
-        out = self._pe[0].attend(q, k, v, state=state, layer=self.layer, causal=False, x=x)
+        out = self.pe.attend(q, k, v, state=state, layer=self.layer, causal=False, x=x)
         return self.proj(out.transpose(1, 2).flatten(2))
 
     def attention_probs(self, x: Tensor, state: PEState) -> Tensor:
         """(B, H, N, N) attention weights, through the PE's own ``attend`` (values = identity)."""
         q, k, _ = self._qkv(x)
         eye = torch.eye(x.shape[1], dtype=q.dtype, device=q.device).expand(q.shape[0], self.n_heads, -1, -1)
-        return self._pe[0].attend(q, k, eye, state=state, layer=self.layer, causal=False, x=x)
+        return self.pe.attend(q, k, eye, state=state, layer=self.layer, causal=False, x=x)
 
 
 class ViTBlock(nn.Module):

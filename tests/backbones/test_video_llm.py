@@ -64,7 +64,7 @@ def test_frame_encoder_uses_its_own_2d_rope():
         nope = tiny("mrope")
         nope.encoder.pe = build_pe({"name": "nope"}).setup(model.encoder.pe.geometry)
         for blk in nope.encoder.blocks:
-            blk.attn._pe[0] = nope.encoder.pe
+            blk.attn.share_pe(nope.encoder.pe)
         assert out.shape == (1, SEG.grids, 4, 32)
         assert not torch.allclose(out, nope.encoder(video))
 

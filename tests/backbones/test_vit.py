@@ -59,3 +59,16 @@ def test_errors():
         model(torch.randn(1, 1, 16, 16), image_positions(1, (4, 4), num_prefix=0))
     with pytest.raises(ValueError, match="global_pool"):
         ViT(ViTConfig(global_pool="max"), build_pe({"name": "ape"}))
+
+
+def test_every_block_shares_the_backbones_pe_without_owning_it():
+    """rope_lab.backbones.shared_pe: the learnable RoPE-Mixed frequencies live once in state_dict and parameters,
+    and every attention block calls that one object."""
+    from rope_lab.backbones.shared_pe import pe_users
+
+    model = ViT(ViTConfig(dim=32, depth=3, n_heads=2, image_size=16, num_classes=3), build_pe({"name": "rope_mixed"}))
+    users = list(pe_users(model, model.pe))
+    assert len(users) == 3 and all(u.pe is model.pe for u in users)
+    freq_keys = [k for k in model.state_dict() if k.startswith("pe.") or ".pe." in k]
+    assert freq_keys and all(k.startswith("pe.") for k in freq_keys)
+    assert sum(p is model.pe.freqs for p in model.parameters()) == 1
