@@ -62,6 +62,11 @@ class Registry:
         cls, typed = self.config(cfg)
         return cls(typed, *args, **kwargs)
 
+    def defaults(self, name: str) -> dict[str, Any]:
+        """Every option of ``name``'s ``Config`` at its default, as plain values after OmegaConf's typed conversion
+        (a float field written ``4`` gives ``4.0``): what a config with only ``name`` builds."""
+        return OmegaConf.to_container(OmegaConf.structured(self.get(name).Config))
+
 
 def typed_config(cls: type, cfg: Any, kind: str) -> Any:
     """Merge a dict/DictConfig into ``cls.Config``; errors name the bad key and value.

@@ -1,5 +1,6 @@
 """Config validation at build time: the optimizer name reaches timm, pe x task axes and task x backbone
-compatibility, non-finite and out-of-range numbers, and one source of pe defaults (the dataclass ``Config``)."""
+compatibility, non-finite and out-of-range numbers, and the video hosts' base (one source of pe defaults, the
+dataclass ``Config``: tests/test_config_defaults.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from timm.optim import Lamb
@@ -22,10 +22,6 @@ from rope_lab.run import _OptimHolder, build, register_resolvers
 from rope_lab.tasks.base import TASK
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-#: keys of configs/pe/<name>.yaml whose value differs from the dataclass default on purpose (none today: a
-#: difference found here is a bug -- ``build_pe({"name": ...})`` and ``pe=<name>`` would disagree)
-DELIBERATE_PE_OVERRIDES: dict[str, set[str]] = {}
 
 
 def _compose(*overrides: str):
@@ -148,34 +144,7 @@ def test_non_finite_scaling_numbers_are_refused():
         build_scaling({"name": "linear", "factor": math.nan})
 
 
-# -- item 7: one source of pe defaults --------------------------------------------------------------------------
-def _yaml_options(path: Path) -> dict:
-    raw = yaml.safe_load(path.read_text()) or {}
-    raw.pop("defaults", None)
-    return raw
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return a == b
-
-
-@pytest.mark.parametrize("path", sorted((CONFIGS / "pe").glob("*.yaml")), ids=lambda p: p.stem)
-def test_pe_yaml_agrees_with_its_dataclass_defaults(path):
-    """``pe=<name>`` (the yaml) and ``build_pe({"name": <name>})`` (the dataclass) give the same options unless the
-    yaml's difference is listed as deliberate (e.g. vrope/tad_rope once had base 1e6 in yaml, 1e4 in code)."""
-    options = _yaml_options(path)
-    name = options.pop("name")
-    if not options:
-        return
-    from_yaml, default = build_pe({"name": name, **options}).cfg, build_pe({"name": name}).cfg
-    differ = {k for k in options if k != "scaling" and not _same(getattr(from_yaml, k), getattr(default, k))}
-    assert differ <= DELIBERATE_PE_OVERRIDES.get(name, set()), (
-        f"configs/pe/{path.name} sets {sorted(differ)} away from {type(default).__name__}'s defaults; change the "
-        f"dataclass default (the one source) or list the key as a deliberate override")
-
-
+# -- item 7: the video hosts' base, in the dataclass (the one source; configs/pe repeat no default) -----------
 def test_video_host_variants_default_to_the_qwen2_vl_base():
     for name in ("vrope", "tad_rope", "mrope", "videorope", "hope"):
         assert build_pe({"name": name}).cfg.base == 1e6, name

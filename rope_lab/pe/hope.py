@@ -27,8 +27,8 @@ from rope_lab.pe.videorope import VideoRoPE, VideoRoPEConfig
 
 @dataclass
 class HoPEConfig(VideoRoPEConfig):
-    scale: float = 0.75  # inference temporal scale
-    train_scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5])
+    scale: float = 0.75  # inference temporal scale (the reference V-NIAH eval)
+    train_scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5])  # one per vision item
 
 
 @register_pe("hope")

@@ -32,7 +32,7 @@ TIME_MODES = ("index", "absolute")
 
 @dataclass
 class MRoPEConfig(RotaryConfig):
-    base: float = 1_000_000.0
+    base: float = 1_000_000.0  # Qwen2-VL rope_theta
     mrope_section: list[int] | None = None  # (t, h, w) pairs; None: [16, 24, 24] scaled to head_dim/2
     time_mode: str = "index"  # index (Qwen2-VL) | absolute (Qwen2.5-VL: t advances with seconds)
     tokens_per_second: float = 2.0  # Qwen2.5-VL-7B config value (the HF class default is 4)

@@ -37,12 +37,13 @@ TEXT_AFTER = ("temporal", "all")
 
 @dataclass
 class VideoRoPEConfig(RotaryConfig):
-    base: float = 1_000_000.0
+    base: float = 1_000_000.0  # Qwen2-VL rope_theta
     mrope_section: list[int] | None = None  # (t, h, w) pairs; LTA keeps t's count; None: [16,24,24] scaled
     delta: float = 2.0  # temporal spacing (ATS); the reference hard-codes 2.0
-    frequency: str = "lta"  # lta | mrope
-    index_layout: str = "diagonal"  # diagonal | mrope
-    centre: bool = True
+    frequency: str = "lta"  # lta | mrope (ablation pos_only = DL only: frequency=mrope delta=1)
+    #: diagonal | mrope (ablation t_only = LTA only: index_layout=mrope text_after=all delta=1)
+    index_layout: str = "diagonal"
+    centre: bool = True  # centre h/w on the frame's t id (ablation: false)
     text_after: str = "temporal"  # temporal (max of the t row + 1) | all (max of every row + 1)
 
 

@@ -36,8 +36,8 @@ class LongRoPEScaling(Scaling):
         original_max_position_embeddings: int | None = 2048
         max_position_embeddings: int | None = None  # only to derive the default factor (Phi-3 style)
         factor: float | None = None
-        attention_factor: float | None = None
-        kv_cache: str = "hf"
+        attention_factor: float | None = None  # None: sqrt(1 + ln(factor) / ln(L0))
+        kv_cache: str = "hf"  # hf | consistent (rope_lab/pe/scalings/cache.py)
 
     def __init__(self, cfg: Config) -> None:
         check_positive("original_max_position_embeddings", "longrope", cfg.original_max_position_embeddings,

@@ -76,10 +76,10 @@ class YaRNScaling(Scaling):
         original_max_position_embeddings: int | None = 2048
         beta_fast: float = 32.0
         beta_slow: float = 1.0
-        attention_factor: float | None = None
+        attention_factor: float | None = None  # None: 0.1 ln(factor) + 1 (or the mscale / mscale_all_dim ratio)
         mscale: float | None = None
         mscale_all_dim: float | None = None
-        truncate: bool = True
+        truncate: bool = True  # floor/ceil the correction range (False for gpt-oss)
 
     def __init__(self, cfg: Config) -> None:
         check_positive("factor", "yarn", cfg.factor)
