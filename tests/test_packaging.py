@@ -177,3 +177,13 @@ def test_importing_rope_lab_sets_a_passive_omp_wait_policy_unless_the_user_chose
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ACTIVE"
+
+
+def test_the_pe_defaults_plugin_is_found_outside_the_repository(tmp_path):
+    """configs/pe/*.yaml extend the dataclass defaults that hydra_plugins/rope_lab_defaults stores: the plugin ships
+    with the package, so a script run from elsewhere (scripts/, another cwd) composes too."""
+    code = ("import tempfile; from rope_lab.tasks.image_gen.experiment import compose_config; "
+            "print(compose_config(['pe=rope'], tempfile.mkdtemp()).pe.base)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "10000.0", out.stderr[-2000:]
