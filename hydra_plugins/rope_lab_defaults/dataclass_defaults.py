@@ -16,6 +16,8 @@ class RopeLabDataclassDefaults(SearchPathPlugin):
     """Adds no search path: the hook only runs :func:`rope_lab.pe.registry.store_dataclass_defaults`."""
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        from rope_lab.pe.registry import store_dataclass_defaults  # lazy: Hydra scans plugins in every app
-
+        try:  # lazy: Hydra scans plugins in every app, rope_lab's or not
+            from rope_lab.pe.registry import store_dataclass_defaults
+        except ImportError:  # another rope_lab on sys.path (an older checkout) that keeps its defaults in yaml
+            return
         store_dataclass_defaults()
