@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rope_lab.analysis.plots import plt, save_figure
-from rope_lab.pe.base import IMAGE, KVCache, PEState, PositionalEncoding, Positions
+from rope_lab.pe import IMAGE, KVCache, PEState, PositionalEncoding, Positions
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rope_lab.pe.base import KVCache, PEState, PositionalEncoding
+from rope_lab.pe import KVCache, PEState, PositionalEncoding
 
 
 class RMSNorm(nn.Module):

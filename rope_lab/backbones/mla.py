@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from rope_lab.backbones.blocks import RMSNorm
-from rope_lab.pe.base import KVCache, PEState, PositionalEncoding
+from rope_lab.pe import KVCache, PEState, PositionalEncoding
 
 
 class MLAttention(nn.Module):

@@ -20,7 +20,7 @@ from timm.layers import DropPath, LayerScale, Mlp, PatchEmbed, trunc_normal_
 from torch import Tensor, nn
 
 from rope_lab.backbones.registry import register_backbone
-from rope_lab.pe.base import AttentionGeometry, PEState, PositionalEncoding, Positions
+from rope_lab.pe import AttentionGeometry, PEState, PositionalEncoding, Positions
 
 POOLS = ("token", "avg")
 
