@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from timm.optim import Lamb
 
 from rope_lab.optim import OptimConfig, build_optimizer
-from rope_lab.pe.base import AXIS_NAMES
+from rope_lab.pe import AXIS_NAMES
 from rope_lab.pe.registry import PE, build_pe, build_scaling
 from rope_lab.registry import typed_config
 from rope_lab.run import _OptimHolder, build, register_resolvers

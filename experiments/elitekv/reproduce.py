@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rope_lab.analysis.elitekv import convert_run, heldout_ppl, kv_values_per_token, load_run
 from rope_lab.analysis.reproduce import run_entry, shown, write_report
-from rope_lab.pe.elitekv import load_ranking
+from rope_lab.pe.variants.text.elitekv import load_ranking
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

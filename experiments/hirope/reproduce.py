@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> Path:
     best = min((r for r in rows[1:] if r[3] == 0), key=lambda r: r[-1][-1])
     windowed = [r for r in rows[1:] if r[3] != 0]
     best_windowed = min(windowed, key=lambda r: r[-1][-1]) if windowed else None
-    from rope_lab.pe.hirope import reliable_split
+    from rope_lab.pe.variants.text.hirope import reliable_split
 
     reliable = reliable_split(128)
     lines = ["# HiRoPE, training-free, on a RoPE LM trained at L = 128", "",

@@ -23,8 +23,8 @@ import torch
 from omegaconf import OmegaConf
 
 from rope_lab.analysis.a2ats_vq import QueryKeyCollector, build_codebooks
-from rope_lab.pe.a2ats import A2ATS
 from rope_lab.pe.rotary import RotaryConfig
+from rope_lab.pe.variants.attention.a2ats import A2ATS
 
 READS = ("rope", "a2ats")  # runs whose attention is plain RoPE: the models A²ATS is an inference method for
 

@@ -4,8 +4,8 @@ arXiv 2502.12665, §"Query-Aware Vector Quantization").
 The retrieval score error of replacing a key k by a centroid c is q̃^T (k - c); its mean square over calibration
 queries is (k - c)^T H (k - c) with H = E[q̃ q̃^T] (q̃ = R_w q, the WRoPE queries; per key head, pooled over the GQA
 group). With H normalised by sqrt(mean(H²)) and L = chol(H + 1e-6 I), that is ||(k - c) L||², so Euclidean k-means
-on ``k @ L`` minimises it; the centroids C̃ and L are stored (rope_lab/pe/a2ats_codebooks.py). ``query_aware=False``
-is the plain-key k-means baseline (H = I, L = I). Reference implementation: junhuihe-hjh/A2ATS
+on ``k @ L`` minimises it; the centroids C̃ and L are stored (rope_lab/pe/variants/attention/a2ats_codebooks.py).
+``query_aware=False`` is the plain-key k-means baseline (H = I, L = I). Reference implementation: junhuihe-hjh/A2ATS
 ``vqkey/notebooks/construct_codebooks.py`` (``H = q.T @ q``, ``H / (H**2).mean().sqrt()``, ``cholesky(H + eps I)``,
 ``KMeansPlusPlus(codebook_size).fit(keys @ L)``).
 """
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from rope_lab.analysis.kmeans import kmeans
-from rope_lab.pe.a2ats_codebooks import CodebookFile
+from rope_lab.pe.variants.attention.a2ats_codebooks import CodebookFile
 
 EPSILON = 1e-6  # the reference's ridge on the normalised H
 
@@ -80,7 +80,7 @@ def relative_score_error(collector: QueryKeyCollector, book: CodebookFile) -> li
     """Per layer, the mean squared WRoPE-score error of the quantized keys relative to the mean squared score,
     sum_(q,k) (q̃ . (k - k̂))² / sum_(q,k) (q̃ . k)², over every query/key pair of the same key head recorded by
     ``collector`` (held-out text): with H = sum q̃ q̃^T both sums are quadratic forms of the keys."""
-    from rope_lab.pe.a2ats_codebooks import assign_codes, gather_codes, keyspace_codebook
+    from rope_lab.pe.variants.attention.a2ats_codebooks import assign_codes, gather_codes, keyspace_codebook
 
     errors = []
     for layer, moment in enumerate(collector.second_moment):

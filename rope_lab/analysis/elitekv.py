@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from rope_lab.analysis.jlrd import convert_model
 from rope_lab.analysis.ropelite import ropelite_ranking
 from rope_lab.evaluate import run_dir_of
-from rope_lab.pe.elitekv import UNIFORM, save_ranking
+from rope_lab.pe.variants.text.elitekv import UNIFORM, save_ranking
 from rope_lab.tasks.lm.positions import lm_positions
 
 SELECTIONS = ("ropelite", UNIFORM)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from rope_lab.analysis.plots import plt, save_figure
 from rope_lab.backbones.shared_pe import pe_users
-from rope_lab.pe.base import IMAGE, KVCache, PEState, PositionalEncoding, Positions
+from rope_lab.pe import IMAGE, KVCache, PEState, PositionalEncoding, Positions
 
 
 @dataclass(frozen=True)

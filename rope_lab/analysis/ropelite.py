@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 
 from rope_lab.backbones.blocks import Attention
-from rope_lab.pe.base import Positions
-from rope_lab.pe.elitekv import pair_channels
+from rope_lab.pe import Positions
+from rope_lab.pe.variants.text.elitekv import pair_channels
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from rope_lab.backbones.shared_pe import SharedPE
-from rope_lab.pe.base import KVCache, PEState, PositionalEncoding
+from rope_lab.pe import KVCache, PEState, PositionalEncoding
 
 
 class RMSNorm(nn.Module):

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from rope_lab.backbones.blocks import Attention
 from rope_lab.backbones.fifo_memory import GatedFifoMemory
-from rope_lab.pe.base import KVCache, PEState, PositionalEncoding
+from rope_lab.pe import KVCache, PEState, PositionalEncoding
 
 PATHS = ("global", "local", "memory")
 

@@ -20,7 +20,7 @@ from rope_lab.backbones.chunked_memory import ChunkedMemoryConfig, chunked_memor
 from rope_lab.backbones.elitekv import elitekv_attention, elitekv_geometry
 from rope_lab.backbones.mla import MLAttention
 from rope_lab.backbones.registry import register_backbone
-from rope_lab.pe.base import AttentionGeometry, KVCache, PositionalEncoding, Positions
+from rope_lab.pe import AttentionGeometry, KVCache, PositionalEncoding, Positions
 
 
 @dataclass

@@ -9,8 +9,8 @@ blocks, Black Forest Labs ``flux/modules/layers.py``), for flow matching / diffu
 - ``mmdit=true``: every block is a FLUX double-stream block: the text/condition stream (``spec.extra['text_tokens']``
   byte tokens) and the image stream have their own modulation, QKV, QK-RMSNorm and MLP, and attend jointly
   ([text, image] order, as FLUX) through ``pe.attend``.
-- ``spec.extra['control_dim'] > 0`` adds MuseControlLite's decoupled cross-attention (rope_lab.pe.musecontrol) to every
-  block: it shares the self-attention query and adds its zero-initialised output before the output projection.
+- ``spec.extra['control_dim'] > 0`` adds MuseControlLite's decoupled cross-attention (rope_lab.pe.variants.musecontrol)
+  to every block: it shares the self-attention query and adds its zero-initialised output before the output projection.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from torch import Tensor, nn
 from rope_lab.backbones.blocks import RMSNorm
 from rope_lab.backbones.registry import register_backbone
 from rope_lab.backbones.shared_pe import SharedPE
-from rope_lab.pe.base import AttentionGeometry, PEState, PositionalEncoding, Positions
-from rope_lab.pe.musecontrol import DecoupledCrossAttention, MuseControlConfig
+from rope_lab.pe import AttentionGeometry, PEState, PositionalEncoding, Positions
+from rope_lab.pe.variants.musecontrol import DecoupledCrossAttention, MuseControlConfig
 
 TEXT_VOCAB = 257  # UTF-8 bytes + one padding id (256)
 

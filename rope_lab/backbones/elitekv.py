@@ -10,8 +10,8 @@ rows are a head's rotated channels in ascending order, ``kv_b_proj`` rows per he
 ``kv_a_proj`` has no norm. The official modeling (``convert/modeling_llama_EliteKV.py``) splits the query into
 ``q_nope_proj``/``q_rope_proj`` and reorders channels; one full ``q_proj`` in the original order is the same map.
 
-Which channels rotate is read from the PE's frequency plan (``rope_lab.pe.elitekv.rotated_channels``), so this
-module works with any rotary PE, and position enters only through ``pe.attend``: it sees a :class:`LatentCache`
+Which channels rotate is read from the PE's frequency plan (``rope_lab.pe.variants.text.elitekv.rotated_channels``), so
+this module works with any rotary PE, and position enters only through ``pe.attend``: it sees a :class:`LatentCache`
 view that stores the compact form and hands back the rebuilt keys and values. Nope key channels always come from
 the latent as they are (a PE attention factor or PSC acts on the rotated channels and the queries only), the same
 in parallel and incremental decoding.
@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from rope_lab.backbones.shared_pe import SharedPE
-from rope_lab.pe.base import AttentionGeometry, KVCache, PEState, PositionalEncoding
-from rope_lab.pe.elitekv import rotated_channels
+from rope_lab.pe import AttentionGeometry, KVCache, PEState, PositionalEncoding
+from rope_lab.pe.variants.text.elitekv import rotated_channels
 
 
 def _take(x: Tensor, idx: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from rope_lab.pe.base import KVCache, PEState, PositionalEncoding
+from rope_lab.pe import KVCache, PEState, PositionalEncoding
 
 ATTN_IMPLEMENTATION = "rope_lab"
 

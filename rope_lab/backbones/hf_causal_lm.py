@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from rope_lab.backbones import hf_attention
 from rope_lab.backbones.registry import register_backbone
 from rope_lab.optional import require_transformers
-from rope_lab.pe.base import AttentionGeometry, KVCache, PositionalEncoding, Positions
+from rope_lab.pe import AttentionGeometry, KVCache, PositionalEncoding, Positions
 from rope_lab.pe.hf_rope import HFRope, rope_from_hf
 
 log = logging.getLogger(__name__)

@@ -32,8 +32,8 @@ from torch import Tensor, nn
 from rope_lab.backbones.registry import register_backbone
 from rope_lab.backbones.shared_pe import SharedPE
 from rope_lab.extras import require
-from rope_lab.pe.base import IMAGE, VIDEO, AttentionGeometry, KVCache, PositionalEncoding, Positions
-from rope_lab.pe.multimodal import example_multimodal_positions
+from rope_lab.pe import IMAGE, VIDEO, AttentionGeometry, KVCache, PositionalEncoding, Positions
+from rope_lab.pe.variants.video.multimodal import example_multimodal_positions
 
 log = logging.getLogger(__name__)
 

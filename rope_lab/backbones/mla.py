@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from rope_lab.backbones.blocks import RMSNorm
 from rope_lab.backbones.shared_pe import SharedPE
-from rope_lab.pe.base import KVCache, PEState, PositionalEncoding
+from rope_lab.pe import KVCache, PEState, PositionalEncoding
 
 
 class MLAttention(SharedPE):

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from torch import nn
 
-from rope_lab.pe.base import PositionalEncoding
+from rope_lab.pe import PositionalEncoding
 
 
 class SharedPE(nn.Module):

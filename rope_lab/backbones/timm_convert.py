@@ -148,7 +148,7 @@ def convert(state: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
             naver = value.dim() == 3 and target is not None and target.numel() == value.numel()
             out["pe.freqs"] = value.reshape(target.shape) if naver else value  # naver: heads flattened
         elif key == "pos_embed":
-            from rope_lab.pe.absolute import resize_grid_table
+            from rope_lab.pe.variants.absolute import resize_grid_table
 
             ape = model.pe.ape
             out["pe.ape.table"] = _grid_table(value, ape.table, lambda t, g: resize_grid_table(t, g, ape.cfg.antialias))

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from rope_lab.backbones.blocks import DecoderBlock, RMSNorm
 from rope_lab.backbones.registry import register_backbone
-from rope_lab.pe.base import AttentionGeometry, PositionalEncoding, Positions
+from rope_lab.pe import AttentionGeometry, PositionalEncoding, Positions
 
 
 @dataclass

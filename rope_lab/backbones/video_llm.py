@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from rope_lab.backbones.blocks import DecoderBlock
 from rope_lab.backbones.decoder import Decoder, DecoderConfig
 from rope_lab.backbones.registry import register_backbone
-from rope_lab.pe.base import IMAGE, VIDEO, AttentionGeometry, KVCache, PositionalEncoding, Positions
+from rope_lab.pe import IMAGE, VIDEO, AttentionGeometry, KVCache, PositionalEncoding, Positions
 from rope_lab.pe.registry import build_pe
 
 

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from rope_lab.backbones.registry import register_backbone
 from rope_lab.backbones.shared_pe import SharedPE
-from rope_lab.pe.base import AttentionGeometry, PEState, PositionalEncoding, Positions
+from rope_lab.pe import AttentionGeometry, PEState, PositionalEncoding, Positions
 
 POOLS = ("token", "avg")
 

@@ -22,14 +22,16 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from rope_lab.pe.base import FLOATING_BUFFERS, NO_POSITION, KVCache, PEState, PositionalEncoding, Positions
 from rope_lab.pe.frequencies import rope_inv_freq, rotary_pairs
+from rope_lab.pe.interface import FLOATING_BUFFERS, PositionalEncoding
 from rope_lab.pe.kernels import (OnTheFly, Tables, check_kernel, eager, precise_angles, rotate_qk, split_plan,
                                  uses_on_the_fly)
 from rope_lab.pe.kernels.angles import compute_angles
+from rope_lab.pe.kv_cache import KVCache
 from rope_lab.pe.registry import build_scaling
-from rope_lab.pe.psc import PhaseShiftCalibration
 from rope_lab.pe.scalings.cache import attend_rerotating
+from rope_lab.pe.scalings.psc import PhaseShiftCalibration
+from rope_lab.pe.types import NO_POSITION, PEState, Positions
 
 PAIR_LAYOUTS = eager.PAIR_LAYOUTS
 Rotation = Tables | OnTheFly
@@ -53,7 +55,7 @@ class RotaryConfig:
     pair_layout: str = "half"
     rotary_fraction: float = 1.0  # partial rotary (HF partial_rotary_factor); exponent uses rotary dim
     scaling: Any = field(default_factory=lambda: {"name": "none"})
-    psc: bool = False  # phase shift calibration (rope_lab/pe/psc.py) on q/k before the rotation
+    psc: bool = False  # phase shift calibration (rope_lab/pe/scalings/psc.py) on q/k before the rotation
     kernel: str = "auto"  # auto | eager | compiled | triton (rope_lab/pe/kernels); same results to fp32 rounding
 
     #: bounds checked when the config is built (rope_lab.registry.check_numbers): base^(-2j/d) needs base > 1

@@ -31,7 +31,7 @@ class TaskSpec:
     vocab_size: int | None = None
     num_classes: int | None = None
     max_tokens: int = 4096
-    #: what each of the ``num_axes`` coordinate axes means, in order (names from rope_lab.pe.base.AXIS_NAMES),
+    #: what each of the ``num_axes`` coordinate axes means, in order (names from rope_lab.pe.types.AXIS_NAMES),
     #: checked against the axes a variant reads (``PositionalEncoding.axes``) at build time; None: generic axes
     axes: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)

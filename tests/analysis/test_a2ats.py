@@ -10,7 +10,7 @@ import torch
 
 from rope_lab.analysis.a2ats_vq import EPSILON, QueryKeyCollector, build_codebooks, query_aware_factor
 from rope_lab.analysis.kmeans import kmeans, kmeans_plus_plus, lloyd
-from rope_lab.pe.a2ats_codebooks import assign_codes, gather_codes, keyspace_codebook
+from rope_lab.pe.variants.attention.a2ats_codebooks import assign_codes, gather_codes, keyspace_codebook
 
 
 def _anisotropic(n=600, d=8, seed=0):
@@ -109,7 +109,7 @@ def test_a_rope_run_calibrates_and_evaluates_training_free_as_a2ats(tmp_path):
 
 def test_relative_score_error_is_the_mean_squared_error_over_explicit_query_key_pairs():
     from rope_lab.analysis.a2ats_vq import relative_score_error
-    from rope_lab.pe.a2ats_codebooks import CodebookFile
+    from rope_lab.pe.variants.attention.a2ats_codebooks import CodebookFile
 
     q, k = _anisotropic(n=300, seed=5)
     collector = QueryKeyCollector(depth=1)

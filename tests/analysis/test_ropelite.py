@@ -12,7 +12,7 @@ import torch
 from rope_lab.analysis.ropelite import attention_qk, chunk_deltas, greedy_order, ropelite_ranking, round_scores
 from rope_lab.backbones.decoder import Decoder, DecoderConfig
 from rope_lab.pe import build_pe
-from rope_lab.pe.elitekv import pair_channels, save_ranking
+from rope_lab.pe.variants.text.elitekv import pair_channels, save_ranking
 
 P = 8
 

@@ -104,8 +104,8 @@ def test_control_branch_starts_as_a_no_op_and_learns():
     for blk in model.blocks:
         blk.control.reset_parameters()
     x, t, y = torch.randn(2, 1, 8, 8), torch.rand(2), torch.tensor([1, 2])
-    from rope_lab.pe.base import Positions
-    from rope_lab.pe.musecontrol import timeline_positions
+    from rope_lab.pe import Positions
+    from rope_lab.pe.variants.musecontrol import timeline_positions
 
     pos = Positions.sequence(2, 4)
     qpos, kpos = timeline_positions(2, 4, 8)

@@ -13,7 +13,7 @@ import torch
 from rope_lab.analysis.jlrd import convert_model
 from rope_lab.backbones.decoder import Decoder, DecoderConfig
 from rope_lab.pe import Positions, available_pes, build_pe
-from rope_lab.pe.elitekv import save_ranking
+from rope_lab.pe.variants.text.elitekv import save_ranking
 from tests.pe.helpers import example_positions, parallel_and_incremental, pe_config
 
 CFG = DecoderConfig(vocab_size=64, dim=32, depth=2, n_heads=2, n_kv_heads=2, mlp_hidden=64, init_std=0.2)

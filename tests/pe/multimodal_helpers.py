@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from rope_lab.pe import AttentionGeometry, Positions, build_pe
-from rope_lab.pe.base import IMAGE, TEXT, VIDEO
+from rope_lab.pe import IMAGE, TEXT, VIDEO
 
 
 def sequence(*parts) -> Positions:

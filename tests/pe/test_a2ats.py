@@ -1,7 +1,8 @@
-"""A²ATS (rope_lab/pe/a2ats.py): the WRoPE score equals the exact RoPE logit at distance w (HF LLaMA's and GPT-J's
-``apply_rotary_pos_emb`` as the reference rotations); retrieval keeps the sinks and the local window and picks the
-top-k WRoPE scores per head, united over the GQA group (brute force); codes are the query-aware nearest centroids;
-top-k covering everything is plain RoPE attention; KV-cache decoding equals one parallel pass; clear errors."""
+"""A²ATS (rope_lab/pe/variants/attention/a2ats.py): the WRoPE score equals the exact RoPE logit at distance w (HF
+LLaMA's and GPT-J's ``apply_rotary_pos_emb`` as the reference rotations); retrieval keeps the sinks and the local window
+and picks the top-k WRoPE scores per head, united over the GQA group (brute force); codes are the query-aware nearest
+centroids; top-k covering everything is plain RoPE attention; KV-cache decoding equals one parallel pass; clear
+errors."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import torch
 
 from rope_lab.backbones.decoder import Decoder, DecoderConfig
 from rope_lab.pe import Positions, build_pe
-from rope_lab.pe.a2ats_codebooks import CodebookFile, assign_codes, keyspace_codebook
-from rope_lab.pe.a2ats_retrieval import Budget, retrieval_mask, wrope_query
 from rope_lab.pe.frequencies import rope_inv_freq
+from rope_lab.pe.variants.attention.a2ats_codebooks import CodebookFile, assign_codes, keyspace_codebook
+from rope_lab.pe.variants.attention.a2ats_retrieval import Budget, retrieval_mask, wrope_query
 
 from .helpers import build, parallel_and_incremental, pe_config
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from timm.layers import resample_abs_pos_embed
 
-from rope_lab.pe.absolute import sinusoidal_nd, sinusoidal_table
-from rope_lab.pe.base import AttentionGeometry, Positions
+from rope_lab.pe import AttentionGeometry, Positions
 from rope_lab.pe.registry import build_pe
+from rope_lab.pe.variants.absolute import sinusoidal_nd, sinusoidal_table
 from rope_lab.tasks.image_cls.positions import image_positions
 
 

@@ -1,6 +1,6 @@
-"""ALiBi (rope_lab/pe/alibi.py): the paper's slopes (1/2 .. 1/256 for 8 heads, the non-power-of-two rule) against
-HF Bloom's ``_get_alibi_slopes`` and MPT's ``build_mpt_alibi_tensor``; the attention against a naive softmax with
-Bloom's ``build_alibi_tensor`` (its key-only ``m * j`` form, equal up to the softmax row shift on causal rows) and,
+"""ALiBi (rope_lab/pe/variants/bias/alibi.py): the paper's slopes (1/2 .. 1/256 for 8 heads, the non-power-of-two rule)
+against HF Bloom's ``_get_alibi_slopes`` and MPT's ``build_mpt_alibi_tensor``; the attention against a naive softmax
+with Bloom's ``build_alibi_tensor`` (its key-only ``m * j`` form, equal up to the softmax row shift on causal rows) and,
 bidirectionally, against x-transformers' ``AlibiPositionalBias``; chunked KV-cache decoding; clear errors."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from transformers.models.mpt.modeling_mpt import build_mpt_alibi_tensor
 
 from rope_lab.backbones.decoder import Decoder, DecoderConfig
 from rope_lab.pe import Positions, build_pe
-from rope_lab.pe.alibi import alibi_slopes
+from rope_lab.pe.variants.bias.alibi import alibi_slopes
 
 from .helpers import build, geometry, parallel_and_incremental
 

@@ -8,7 +8,7 @@ import torch
 
 from rope_lab.backbones.decoder import Decoder, DecoderConfig
 from rope_lab.pe import Positions, build_pe
-from rope_lab.pe.anchor import ANCHOR_SEGMENT, anchor_keep_mask
+from rope_lab.pe.variants.text.anchor import ANCHOR_SEGMENT, anchor_keep_mask
 from rope_lab.tasks.lm.datamodule import LMDataConfig, LMDataModule
 
 from .helpers import parallel_and_incremental, pe_config

@@ -7,7 +7,7 @@ import pytest
 import torch
 from timm.layers import RotaryEmbeddingCat, apply_rot_embed_cat
 
-from rope_lab.pe.base import AttentionGeometry, Positions
+from rope_lab.pe import AttentionGeometry, Positions
 from rope_lab.pe.registry import build_pe
 from rope_lab.tasks.image_cls.positions import image_positions
 

@@ -1,5 +1,5 @@
-"""CoPE (rope_lab/pe/cope.py): position logits against x-transformers' ``CoPE`` (the paper's appendix snippet);
-attention against a naive loop over the paper's definitions (gates, reverse sums, cap, interpolation), in both
+"""CoPE (rope_lab/pe/variants/bias/cope.py): position logits against x-transformers' ``CoPE`` (the paper's appendix
+snippet); attention against a naive loop over the paper's definitions (gates, reverse sums, cap, interpolation), in both
 scalings (the paper's and RAM's default); all-open gates count i - j + 1; chunked KV-cache decoding with grouped
 keys; clear errors."""
 
@@ -12,7 +12,7 @@ import torch
 
 from rope_lab.backbones.decoder import Decoder, DecoderConfig
 from rope_lab.pe import Positions, build_pe
-from rope_lab.pe.cope import contextual_positions, interpolated_position_logits
+from rope_lab.pe.variants.bias.cope import contextual_positions, interpolated_position_logits
 
 from .helpers import build, geometry, parallel_and_incremental
 

@@ -12,7 +12,7 @@ from transformers.models.gptj.modeling_gptj import create_sinusoidal_positions
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
 from rope_lab.pe import Positions, build_pe
-from rope_lab.pe.elitekv import rotated_channels, save_ranking, uniform_chunks
+from rope_lab.pe.variants.text.elitekv import rotated_channels, save_ranking, uniform_chunks
 
 from .helpers import build, geometry
 

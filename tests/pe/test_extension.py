@@ -1,7 +1,7 @@
-"""What ReRoPE, SelfExtend and LM-Infinite share (rope_lab/pe/extension.py): they load a pe=rope model unchanged and
-equal it while the context fits in the window; KV-cache decoding (grouped-query heads, chunked prefill) equals the
-parallel pass; packed documents are independent; the log-n query scaling matches the official formula; misuse
-(non-causal, a non-token axis, a bad window) is refused with the value and the valid range."""
+"""What ReRoPE, SelfExtend and LM-Infinite share (rope_lab/pe/variants/long_context/extension.py): they load a pe=rope
+model unchanged and equal it while the context fits in the window; KV-cache decoding (grouped-query heads, chunked
+prefill) equals the parallel pass; packed documents are independent; the log-n query scaling matches the official
+formula; misuse (non-causal, a non-token axis, a bad window) is refused with the value and the valid range."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""FoX (rope_lab/pe/fox.py): attention against fla's ``naive_forgetting_attn`` (fla-core) with grouped keys; the
-gate is logsigmoid(W x + b) of the block input; a fixed gate is ALiBi with slope -log sigmoid(b) (baselines.md
+"""FoX (rope_lab/pe/variants/bias/fox.py): attention against fla's ``naive_forgetting_attn`` (fla-core) with grouped
+keys; the gate is logsigmoid(W x + b) of the block input; a fixed gate is ALiBi with slope -log sigmoid(b) (baselines.md
 section 10); the decay-time init; chunked KV-cache decoding in a decoder; fp32 gates under a bf16 cast; clear
 errors."""
 
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from rope_lab.backbones.decoder import Decoder, DecoderConfig
 from rope_lab.pe import Positions, build_pe
-from rope_lab.pe.fox import decay_time_biases
+from rope_lab.pe.variants.bias.fox import decay_time_biases
 
 from .helpers import build, geometry, parallel_and_incremental
 

@@ -1,6 +1,6 @@
-"""HiRoPE (rope_lab/pe/hirope.py): the rotation equals transformers' ``apply_rotary_pos_emb`` with tables whose fast
-pairs read the token index and slow pairs the unit index; split=1 is RoPE, split=0 is RoPE on unit indices; 1-D
-positions get units of ``segment`` tokens; App. A's reliable-split numbers; scores depend only on the relative
+"""HiRoPE (rope_lab/pe/variants/text/hirope.py): the rotation equals transformers' ``apply_rotary_pos_emb`` with tables
+whose fast pairs read the token index and slow pairs the unit index; split=1 is RoPE, split=0 is RoPE on unit indices;
+1-D positions get units of ``segment`` tokens; App. A's reliable-split numbers; scores depend only on the relative
 (token, unit) distance; clear errors."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from rope_lab.pe import Positions
-from rope_lab.pe.hirope import reliable_split
+from rope_lab.pe.variants.text.hirope import reliable_split
 
 from .helpers import build
 

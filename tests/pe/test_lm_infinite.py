@@ -1,7 +1,7 @@
-"""LM-Infinite (rope_lab/pe/lm_infinite.py) against Glaciohound/LM-Infinite's Lambda attention, computed pair by pair
-with transformers' RoPE rotation: a key is attended when it is within the local window (plain RoPE) or one of the
-n_global starting tokens (at the capped distance beyond the window), masked otherwise; masked keys have no
-influence; bad starting-token counts and caps are refused."""
+"""LM-Infinite (rope_lab/pe/variants/long_context/lm_infinite.py) against Glaciohound/LM-Infinite's Lambda attention,
+computed pair by pair with transformers' RoPE rotation: a key is attended when it is within the local window (plain
+RoPE) or one of the n_global starting tokens (at the capped distance beyond the window), masked otherwise; masked keys
+have no influence; bad starting-token counts and caps are refused."""
 
 from __future__ import annotations
 

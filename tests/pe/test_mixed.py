@@ -10,7 +10,7 @@ import torch
 from timm.layers import RotaryEmbeddingMixed, apply_rot_embed_cat
 
 from rope_lab.optim import OptimConfig, build_optimizer, no_weight_decay_names
-from rope_lab.pe.base import AttentionGeometry, Positions
+from rope_lab.pe import AttentionGeometry, Positions
 from rope_lab.pe.registry import build_pe
 from rope_lab.tasks.image_cls.positions import image_positions
 

@@ -12,8 +12,8 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import (
 )
 
 from rope_lab.pe import KVCache
-from rope_lab.pe.multimodal import CACHE_KEY
 from rope_lab.pe.rotary import compute_angles
+from rope_lab.pe.variants.video.multimodal import CACHE_KEY
 
 from .multimodal_helpers import WORKED, build, ids, sequence
 

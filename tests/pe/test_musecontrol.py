@@ -8,10 +8,10 @@ import torch
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
-from rope_lab.pe.musecontrol import (
+from rope_lab.pe.frequencies import rope_inv_freq
+from rope_lab.pe.variants.musecontrol import (
     DecoupledCrossAttention, MuseControlConfig, compat_rotate_half, rotate_timeline, timeline_positions,
 )
-from rope_lab.pe.frequencies import rope_inv_freq
 
 HD = 64
 

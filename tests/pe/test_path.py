@@ -1,8 +1,8 @@
-"""PaTH attention (rope_lab/pe/path.py) against the official pure-PyTorch reference ``naive_path_attn``
-(fla-org/flash-linear-attention, ``fla-core``) with and without the forget gate, grouped keys and a length across
-its 64-token chunks; the logits against explicit products of the transforms; beta = 0 is plain causal attention;
-the gates' ranges; KV-cache decoding (chunks and single tokens, with the gate) equals one parallel pass; clear
-errors."""
+"""PaTH attention (rope_lab/pe/variants/attention/path.py) against the official pure-PyTorch reference
+``naive_path_attn`` (fla-org/flash-linear-attention, ``fla-core``) with and without the forget gate, grouped keys and a
+length across its 64-token chunks; the logits against explicit products of the transforms; beta = 0 is plain causal
+attention; the gates' ranges; KV-cache decoding (chunks and single tokens, with the gate) equals one parallel pass;
+clear errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from rope_lab.pe import Positions
-from rope_lab.pe.path import PaTHGates, path_attention, path_logits
+from rope_lab.pe.variants.attention.path import PaTHGates, path_attention, path_logits
 
 from .helpers import build, parallel_and_incremental
 
@@ -86,7 +86,7 @@ def test_kv_cache_decoding_equals_one_parallel_pass(forget_gate):
 def test_packed_decoding_and_missing_hidden_states_are_clear_errors():
     import dataclasses
 
-    from rope_lab.pe.base import KVCache
+    from rope_lab.pe import KVCache
 
     pe = build("path")
     q = k = v = torch.randn(1, 2, 3, 16)

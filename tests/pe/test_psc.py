@@ -10,7 +10,7 @@ import torch
 
 from rope_lab.backbones.decoder import Decoder, DecoderConfig
 from rope_lab.pe import AttentionGeometry, Positions, build_pe
-from rope_lab.pe.psc import Phase
+from rope_lab.pe.scalings.psc import Phase
 
 SCALED = {"name": "linear", "factor": 4.0}
 

@@ -1,6 +1,6 @@
-"""ReRoPE / Leaky ReRoPE (rope_lab/pe/rerope.py) against the definition of bojone/rerope, computed pair by pair with
-transformers' RoPE rotation: distance i - j inside the window, w beyond it (ReRoPE) or w + (i - j - w) / k (Leaky
-ReRoPE, slope 1/k); the result depends only on relative positions; bad slopes are refused."""
+"""ReRoPE / Leaky ReRoPE (rope_lab/pe/variants/long_context/rerope.py) against the definition of bojone/rerope, computed
+pair by pair with transformers' RoPE rotation: distance i - j inside the window, w beyond it (ReRoPE) or w + (i - j - w)
+/ k (Leaky ReRoPE, slope 1/k); the result depends only on relative positions; bad slopes are refused."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""SelfExtend (rope_lab/pe/self_extend.py) against datamllab/LongLM's eager ``self_extend_forward``, computed pair
-by pair with transformers' RoPE rotation: neighbour pairs (i - j < W) at their distance, the others at
-(i // G + W - W / G) - j // G, the official shift with a true division (also when G does not divide W); G = 1 is
-plain RoPE; the grouped distance meets the neighbour distance at the window; bad group sizes are refused."""
+"""SelfExtend (rope_lab/pe/variants/long_context/self_extend.py) against datamllab/LongLM's eager
+``self_extend_forward``, computed pair by pair with transformers' RoPE rotation: neighbour pairs (i - j < W) at their
+distance, the others at (i // G + W - W / G) - j // G, the official shift with a true division (also when G does not
+divide W); G = 1 is plain RoPE; the grouped distance meets the neighbour distance at the window; bad group sizes are
+refused."""
 
 from __future__ import annotations
 

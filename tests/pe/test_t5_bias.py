@@ -1,7 +1,8 @@
-"""T5 relative position bias (rope_lab/pe/t5_bias.py): buckets against HF ``T5Attention._relative_position_bucket``
-(the port of tensorflow/mesh) in both modes and the mesh test vectors; the bias against HF ``compute_bias`` for an
-encoder and a decoder with a cache offset, with the same learned table; one table shared by the layers (or one per
-layer); chunked KV-cache decoding; clear errors for bucket counts, distances and directions."""
+"""T5 relative position bias (rope_lab/pe/variants/bias/t5_bias.py): buckets against HF
+``T5Attention._relative_position_bucket`` (the port of tensorflow/mesh) in both modes and the mesh test vectors; the
+bias against HF ``compute_bias`` for an encoder and a decoder with a cache offset, with the same learned table; one
+table shared by the layers (or one per layer); chunked KV-cache decoding; clear errors for bucket counts, distances and
+directions."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from transformers.models.t5.modeling_t5 import T5Attention
 
 from rope_lab.backbones.decoder import Decoder, DecoderConfig
 from rope_lab.pe import KVCache, Positions, build_pe
-from rope_lab.pe.t5_bias import relative_position_bucket
+from rope_lab.pe.variants.bias.t5_bias import relative_position_bucket
 
 from .helpers import build, geometry, parallel_and_incremental
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from rope_lab.pe import KVCache
-from rope_lab.pe.multimodal import CACHE_KEY
+from rope_lab.pe.variants.video.multimodal import CACHE_KEY
 
 from .multimodal_helpers import WORKED, build, ids, sequence
 

@@ -1,7 +1,7 @@
-"""xPos (rope_lab/pe/xpos.py): scores against rotary-embedding-torch's ``rotate_queries_and_keys`` (use_xpos) and
-torchscale's ``XPOS``; attention against a naive per-pair evaluation of the paper's formula; the scores depend only
-on relative positions and decay with distance; the half layout scales channels i and i + d/2; scale_base -> inf is
-RoPE; chunked KV-cache decoding at large positions; clear errors."""
+"""xPos (rope_lab/pe/variants/bias/xpos.py): scores against rotary-embedding-torch's ``rotate_queries_and_keys``
+(use_xpos) and torchscale's ``XPOS``; attention against a naive per-pair evaluation of the paper's formula; the scores
+depend only on relative positions and decay with distance; the half layout scales channels i and i + d/2; scale_base ->
+inf is RoPE; chunked KV-cache decoding at large positions; clear errors."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from rope_lab.backbones.decoder import Decoder, DecoderConfig
 from rope_lab.pe import Positions, build_pe
-from rope_lab.pe.xpos import scale_pairs, xpos_zeta
+from rope_lab.pe.variants.bias.xpos import scale_pairs, xpos_zeta
 
 from .helpers import build, geometry, parallel_and_incremental
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rope_lab.pe.base import NO_POSITION
+from rope_lab.pe import NO_POSITION
 from rope_lab.tasks.image_cls.datamodule import ImageClsConfig, ImageClsDataModule
 from rope_lab.tasks.image_cls.positions import image_positions, patch_grid
 from rope_lab.tasks.image_cls.task import ImageClassificationTask

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rope_lab.pe import IMAGE, TEXT
 from rope_lab.tasks.control_gen.control import frame_accuracy, melody
 from rope_lab.tasks.image_gen.classifier import FashionCNN
 from rope_lab.tasks.image_gen.datamodule import class_text
@@ -14,7 +15,6 @@ from rope_lab.tasks.image_gen.experiment import run_config
 from rope_lab.tasks.image_gen.flow import guided, interpolate, sample
 from rope_lab.tasks.image_gen.metrics import GenerationScores
 from rope_lab.tasks.image_gen.positions import generation_positions
-from rope_lab.pe.base import IMAGE, TEXT
 
 def test_positions_2d_row_major_and_flux_ids():
     p = generation_positions(2, (3, 4))

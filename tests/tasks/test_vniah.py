@@ -12,7 +12,7 @@ from rope_lab.backbones.video_llm import VideoLLM, VideoLLMConfig
 from rope_lab.data.video_frames import folder_sequences
 from rope_lab.optim import OptimConfig
 from rope_lab.pe import build_pe
-from rope_lab.pe.base import TEXT, VIDEO
+from rope_lab.pe import TEXT, VIDEO
 from rope_lab.run import build, register_resolvers
 from rope_lab.tasks.vniah.datamodule import ANSWERS, VNIAHBuilder, VNIAHConfig, check_config
 from rope_lab.tasks.vniah.module import VNIAHModule
@@ -131,7 +131,7 @@ def test_three_d_ids_reach_the_model_in_training():
     with torch.no_grad():
         module.eval()
         a = model(batch["tokens"][:, :-1], pos, video=batch["video"])
-        from rope_lab.pe.base import Positions
+        from rope_lab.pe import Positions
         b2 = model(batch["tokens"][:, :-1], Positions(flat, pos.modality, meta=pos.meta), video=batch["video"])
     assert not torch.allclose(a, b2)  # the logits depend on the 3-D coords
 

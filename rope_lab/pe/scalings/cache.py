@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rope_lab.pe.base import KVCache, Positions
+from rope_lab.pe.kv_cache import KVCache
+from rope_lab.pe.types import Positions
 
 _POSITIONS, _KEY_STATE = "rerotate_positions", "rerotate_key_state"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rope_lab.pe.scaling import KV_CACHE_MODES
+from rope_lab.pe.scalings.base import KV_CACHE_MODES
 
 
 def check_positive(name: str, scaling: str, value: float | int | None, allow_none: bool = False) -> None:
@@ -27,7 +27,7 @@ def check_original_length(scaling: str, value: int | None) -> None:
 
 
 def check_kv_cache(mode: str) -> None:
-    """The KV-cache mode of a length-dependent scaling (rope_lab/pe/scaling.py ``KV_CACHE_MODES``)."""
+    """The KV-cache mode of a length-dependent scaling (rope_lab/pe/scalings/base.py ``KV_CACHE_MODES``)."""
     if mode not in KV_CACHE_MODES:
         raise ValueError(f"pe.scaling.kv_cache must be one of {list(KV_CACHE_MODES)}; got {mode!r}")
 

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from rope_lab.pe.registry import register_scaling
-from rope_lab.pe.scaling import Scaling
+from rope_lab.pe.scalings.base import Scaling
 from rope_lab.pe.scalings.common import (check_kv_cache, check_original_length, check_positive, current_length,
                                          pair_exponent)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from rope_lab.pe.base import IMAGE, NO_POSITION, Positions
+from rope_lab.pe import IMAGE, NO_POSITION, Positions
 
 
 def patch_grid(image_hw: tuple[int, int], patch_size: int) -> tuple[int, int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from rope_lab.pe.base import IMAGE, TEXT, Positions
+from rope_lab.pe import IMAGE, TEXT, Positions
 from rope_lab.tasks.image_cls.positions import grid_coords
 
 ID_AXES = (2, 3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from rope_lab.pe.base import Positions
+from rope_lab.pe import Positions
 
 
 def lm_positions(tokens: Tensor, offset: int = 0, segment: Tensor | None = None) -> Positions:

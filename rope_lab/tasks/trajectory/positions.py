@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rope_lab.pe.base import Positions
+from rope_lab.pe import Positions
 
 
 def agent_positions(current: Tensor, agent_mask: Tensor) -> Positions:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rope_lab.pe.base import TEXT, VIDEO
+from rope_lab.pe import TEXT, VIDEO
 
 
 def chat_coords(tokens: Tensor, video_token_id: int, grid_thw: Tensor, merge: int) -> tuple[Tensor, Tensor]:

@@ -1,8 +1,8 @@
 """Positions of a V-NIAH sequence: [prompt text][video: G grids x H' x W' tokens][question][answer].
 
-Raw multimodal coords (``rope_lab.pe.multimodal``): axis 0 is the token's index in the flattened sequence, axes
-1-3 the (t, h, w) grid coordinates of a video token (t = temporal grid, h/w = merged patch row/column; 0 for
-text); modality is TEXT or VIDEO. Every variant turns these into its own ids.
+Raw multimodal coords (``rope_lab.pe.variants.video.multimodal``): axis 0 is the token's index in the flattened
+sequence, axes 1-3 the (t, h, w) grid coordinates of a video token (t = temporal grid, h/w = merged patch row/column; 0
+for text); modality is TEXT or VIDEO. Every variant turns these into its own ids.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rope_lab.pe.base import TEXT, VIDEO, Positions
+from rope_lab.pe import TEXT, VIDEO, Positions
 
 
 @dataclass(frozen=True)

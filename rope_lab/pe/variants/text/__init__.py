@@ -1,0 +1,1 @@
+"""1-D rotary variants on token indices: RoPE, p-RoPE, HiRoPE, EliteKV (RoPElite), AnchorAttention."""
