@@ -22,11 +22,11 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from rope_lab.experiment import CONFIGS
 from rope_lab.progress import on_terminal
 from rope_lab.run import build, load_model_weights
 from rope_lab.run_dir import config_file
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 #: groups that rewrite the whole config (``@package _global_``) or Hydra itself: not swappable after training
 GLOBAL_GROUPS = ("experiment", "debug", "sweep", "hydra")
 

@@ -182,7 +182,7 @@ def test_importing_rope_lab_sets_a_passive_omp_wait_policy_unless_the_user_chose
 def test_the_pe_defaults_plugin_is_found_outside_the_repository(tmp_path):
     """configs/pe/*.yaml extend the dataclass defaults that hydra_plugins/rope_lab_defaults stores: the plugin ships
     with the package, so a script run from elsewhere (scripts/, another cwd) composes too."""
-    code = ("import tempfile; from rope_lab.tasks.image_gen.experiment import compose_config; "
+    code = ("import tempfile; from rope_lab.experiment import compose_config; "
             "print(compose_config(['pe=rope'], tempfile.mkdtemp()).pe.base)")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)

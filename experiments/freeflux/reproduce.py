@@ -17,7 +17,7 @@ from rope_lab.analysis.results import markdown_table
 from rope_lab.analysis.rope_probing import (
     center_of_mass, freeflux_manipulations, move_object, plot_ranking, probe_layers, ranking, save_before_after,
 )
-from rope_lab.tasks.image_gen.experiment import load_trained, run_config
+from rope_lab.experiment import load_trained, run_config
 from rope_lab.tasks.image_gen.module import generate
 
 HERE = Path(__file__).resolve().parent

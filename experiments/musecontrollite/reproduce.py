@@ -12,7 +12,7 @@ import csv
 from pathlib import Path
 
 from rope_lab.analysis.results import markdown_table
-from rope_lab.tasks.image_gen.experiment import run_config
+from rope_lab.experiment import run_config
 
 HERE = Path(__file__).resolve().parent
 LAYOUTS = ("none", "musecontrollite_compat", "half")

@@ -36,7 +36,7 @@ def train_overrides(steps: int, seed: int) -> list[str]:
 
 def trained(overrides: list[str], run_dir: Path):
     """(module, model) of the run in ``run_dir``, trained now unless a finished run of these overrides is there."""
-    from rope_lab.tasks.image_gen.experiment import load_trained, run_config
+    from rope_lab.experiment import load_trained, run_config
 
     record = run_dir / "config.json"
     done = (run_dir / "results.json").is_file() and record.is_file() and \

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from rope_lab.backbones import hf_attention
 from rope_lab.backbones.registry import register_backbone
-from rope_lab.optional import require_transformers
+from rope_lab.extras import require
 from rope_lab.pe import AttentionGeometry, KVCache, PositionalEncoding, Positions
 from rope_lab.pe.hf_rope import HFRope, rope_from_hf
 
@@ -57,7 +57,7 @@ def _choice(key: str, value: str, valid) -> None:
 
 def load_hf_model(cfg: HFCausalLMConfig, vocab_size: int | None) -> nn.Module:
     """The transformers causal LM: ``from_pretrained`` of ``cfg.pretrained``, or random of ``cfg``'s sizes."""
-    transformers = require_transformers("backbone=hf_causal_lm")
+    transformers = require("transformers", "backbone=hf_causal_lm")
     dtype = DTYPES[cfg.dtype]
     if cfg.pretrained is None:
         config = transformers.AutoConfig.for_model(
@@ -185,6 +185,6 @@ def load_pretrained_causal_lm(path: str | Path, pe: str | dict | PositionalEncod
 
 def _checkpoint_length(path: str | Path) -> int:
     """The length a checkpoint was trained at: its rope config's L0, else ``max_position_embeddings``."""
-    transformers = require_transformers("load_pretrained_causal_lm")
+    transformers = require("transformers", "load_pretrained_causal_lm")
     config = transformers.AutoConfig.from_pretrained(str(path))
     return rope_from_hf(config).scaling.get("original_max_position_embeddings") or config.max_position_embeddings

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from rope_lab.backbones.decoder import Decoder, DecoderConfig
-from rope_lab.optional import require_transformers
+from rope_lab.extras import require
 from rope_lab.pe.hf_rope import pe_to_hf, rope_from_hf
 from rope_lab.pe.registry import build_pe
 
@@ -123,7 +123,7 @@ def decoder_from_hf(model, pe=None, pair_layout: str = "half") -> Decoder:
 def hf_config_from_decoder(cfg: DecoderConfig, pe, model_type: str | None = None):
     """Our DecoderConfig + a set-up rotary pe -> a transformers config of ``model_type`` (default: qwen2 with q/k/v
     biases, else llama)."""
-    transformers = require_transformers("converting to a transformers model")
+    transformers = require("transformers", "converting to a transformers model")
     model_type = model_type or ("qwen2" if cfg.qkv_bias else "llama")
     if model_type not in FAMILIES:
         raise ValueError(f"model_type {model_type!r} is not one of {list(FAMILIES)}")
@@ -140,7 +140,7 @@ def hf_config_from_decoder(cfg: DecoderConfig, pe, model_type: str | None = None
 
 def decoder_to_hf(decoder: Decoder, model_type: str | None = None):
     """Our Decoder -> a transformers causal LM with the same weights and rope config (fp32, SDPA attention)."""
-    transformers = require_transformers("converting to a transformers model")
+    transformers = require("transformers", "converting to a transformers model")
     pe = decoder.pe
     if pe.cfg.pair_layout == "interleaved" and 2 * pe.n_pairs != decoder.cfg.dim // decoder.cfg.n_heads:
         raise ValueError("an interleaved-pair decoder with partial rotary has no rotate-half equivalent here; "

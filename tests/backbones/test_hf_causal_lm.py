@@ -173,6 +173,6 @@ def test_random_init_and_missing_transformers(monkeypatch):
                        TaskSpec(vocab_size=64))
     assert model(tokens(8) % 64).shape == (2, 8, 64)
     monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
-    with pytest.raises(UserError, match=r"backbone=hf_causal_lm needs Hugging Face transformers.*pip install "
-                                        r"'rope_lab\[hf\]'"):
+    with pytest.raises(UserError, match=r"backbone=hf_causal_lm needs the 'transformers' package.*pip "
+                                        r"install 'rope_lab\[hf\]'"):
         HFCausalLM(HFCausalLMConfig(), build_pe({"name": "rope"}))

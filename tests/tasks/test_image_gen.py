@@ -11,7 +11,7 @@ from rope_lab.pe import IMAGE, TEXT
 from rope_lab.tasks.control_gen.control import frame_accuracy, melody
 from rope_lab.tasks.image_gen.classifier import FashionCNN
 from rope_lab.tasks.image_gen.datamodule import class_text
-from rope_lab.tasks.image_gen.experiment import run_config
+from rope_lab.experiment import run_config
 from rope_lab.tasks.image_gen.flow import guided, interpolate, sample
 from rope_lab.tasks.image_gen.metrics import GenerationScores
 from rope_lab.tasks.image_gen.positions import generation_positions

@@ -34,9 +34,9 @@ class HFTokenizerCodec:
     """A transformers tokenizer (fast or slow) saved in a local directory."""
 
     def __init__(self, path: str) -> None:
-        from rope_lab.optional import require_transformers
+        from rope_lab.extras import require
 
-        transformers = require_transformers("task.tokenizer")
+        transformers = require("transformers", "task.tokenizer")
         if not Path(path).expanduser().is_dir():
             raise FileNotFoundError(f"task.tokenizer={path!r} is not a directory (a tokenizer saved with "
                                     f"save_pretrained, e.g. the checkpoint dir); null uses UTF-8 bytes")

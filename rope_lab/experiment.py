@@ -1,4 +1,5 @@
-"""Run a composed configuration from Python (reproduction scripts, tests) and load its trained model back."""
+"""Run a composed configuration from Python (reproduction scripts, analyses, tests) and load its trained model back:
+the programmatic twin of ``python train.py <overrides>``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+#: the repository's configs/ (train.yaml and the groups), beside the package
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def compose_config(overrides: list[str], run_dir: Path | str) -> DictConfig:
