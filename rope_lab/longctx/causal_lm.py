@@ -7,8 +7,8 @@ decoder (:class:`DecoderLM` + :class:`ByteTokenizer`) and any scripted model a t
 
 Two things long contexts need (reference/evaluation.md, pitfall 8): the per-token loss is computed chunk by chunk
 from the final hidden states when the model exposes them (an HF ``...ForCausalLM``), never from the full T x V
-logits, and generation uses the model's KV cache (HF ``generate``, greedy) when it has one, else it re-runs the
-whole sequence for every new token and takes the argmax.
+logits, and generation uses the model's KV cache when it has one (HF ``generate``, greedy; rope_lab's decoder
+through :meth:`DecoderLM.greedy`), else it re-runs the whole sequence for every new token and takes the argmax.
 """
 
 from __future__ import annotations
@@ -57,6 +57,30 @@ class DecoderLM(nn.Module):
         from rope_lab.tasks.lm.positions import lm_positions
 
         return self.decoder(input_ids, lm_positions(input_ids, self.position_offset))
+
+    @property
+    def decodes_with_cache(self) -> bool:
+        """Whether greedy decoding can keep keys and values in a :class:`KVCache` (the PE supports it)."""
+        return bool(self.decoder.pe.supports_kv_cache) and callable(getattr(self.decoder, "new_cache", None))
+
+    @torch.no_grad()
+    def greedy(self, ids: Tensor, max_new_tokens: int, eos: int | None) -> list[int]:
+        """Greedy decoding with the KV cache: one pass over the prompt, then one token per step at its own position.
+        A length-dependent scaling follows its ``kv_cache`` mode (``hf``: cached keys keep the rotation they were
+        written with, as transformers' ``generate``; ``consistent``: every key re-rotated at the current length)."""
+        from rope_lab.tasks.lm.positions import lm_positions
+
+        cache, start = self.decoder.new_cache(), self.position_offset
+        logits = self.decoder(ids, lm_positions(ids, start), cache)
+        new: list[int] = []
+        for step in range(max_new_tokens):
+            token = int(logits[0, -1].argmax())
+            new.append(token)
+            if token == eos or step == max_new_tokens - 1:
+                break
+            nxt = ids.new_tensor([[token]])
+            logits = self.decoder(nxt, lm_positions(nxt, start + ids.shape[1] + step), cache)
+        return new
 
 
 def logits_of(model: nn.Module, ids: Tensor) -> Tensor:
@@ -110,6 +134,8 @@ class CausalLM:
                                       pad_token_id=eos if eos is not None else 0)
             new = out[0, ids.shape[1]:].tolist()
             return new[: new.index(eos) + 1] if eos in new else new
+        if isinstance(self.model, DecoderLM) and self.model.decodes_with_cache:
+            return self.model.greedy(ids, max_new_tokens, eos)
         new = []
         for _ in range(max_new_tokens):
             token = int(logits_of(self.model, ids)[0, -1].argmax())
