@@ -121,7 +121,8 @@ def test_lm_validation_logs_each_length_under_its_own_name(tmp_path):
                DataLoader(pk_b, batch_size=2)]
     m = _validate(module, loaders, tmp_path)
     assert {"val/ppl@4", "val/ppl@8", "val/loss@4", "val/loss@8", "val/ppl",
-            "val/passkey@len=8/depth=0.5", "val/passkey@len=8/depth=1.0", "val/passkey_acc"} == set(m)
+            "val/passkey@len=8/depth=0.5", "val/passkey@len=8/depth=1.0", "val/passkey@len=8",
+            "val/passkey_acc"} == set(m)
     assert m["val/ppl@4"] == pytest.approx(2 ** 1.5, rel=1e-5)
     assert m["val/loss@4"] == pytest.approx(1.5 * LN2, rel=1e-5)
     assert m["val/ppl@8"] == pytest.approx(2 ** 1.25, rel=1e-5)
@@ -130,6 +131,7 @@ def test_lm_validation_logs_each_length_under_its_own_name(tmp_path):
     assert m["val/passkey@len=8/depth=0.5"] == pytest.approx(0.5)
     assert m["val/passkey@len=8/depth=1.0"] == pytest.approx(1.0)
     assert m["val/passkey_acc"] == pytest.approx(0.75)  # mean over the two passkey cells
+    assert m["val/passkey@len=8"] == pytest.approx(0.75)  # mean over the depths of that length
 
 
 def test_val_ppl_is_read_at_the_training_length_wherever_it_is_listed(tmp_path):

@@ -4,7 +4,8 @@ hand-computed answers (tests/tasks/test_metric_known_answers.py).
 - ``val/ppl@L`` = exp(mean token NLL) over the evaluation windows of length L. Every window has L predicted
   tokens, so the mean over windows of the per-window mean NLL (what the module accumulates) is the token mean.
 - ``val/passkey@len=L/depth=d``: teacher-forced exact match; a sample counts only if EVERY key digit after the
-  question is the model's argmax.
+  question is the model's argmax. ``val/passkey@len=L`` is its mean over the depths (each depth has
+  ``passkey_samples`` samples) and ``val/passkey_acc`` the mean over every (length, depth) cell.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ class LMModule(TaskModule):
             self.nll[dataloader_idx].update(window_nll(nll))
 
     def on_validation_epoch_end(self) -> None:
-        headline, pk_means = None, []
+        headline, pk_means, by_length = None, [], {}
         for i, name in enumerate(self.val_names):
             if name.startswith("ppl@"):
                 value = self.nll[i].compute()
@@ -65,11 +65,14 @@ class LMModule(TaskModule):
                 value = self.acc[i].compute()
                 self.log(f"val/{name}", value, sync_dist=True)
                 pk_means.append(value)
+                by_length.setdefault(name.split("/depth=")[0], []).append(value)
                 self.acc[i].reset()
         if headline is not None:  # the training-length ppl is the checkpoint-selection metric
             self.log("val/ppl", perplexity(headline), prog_bar=True, sync_dist=True)
         if pk_means:
             self.log("val/passkey_acc", torch.stack(pk_means).mean(), sync_dist=True)
+        for name, values in by_length.items():  # every depth has passkey_samples samples: the mean is the rate
+            self.log(f"val/{name}", torch.stack(values).mean(), sync_dist=True)
 
     @staticmethod
     def perplexity(mean_nll: float) -> float:
