@@ -215,8 +215,21 @@ def available() -> list[str]:
 def _cached(run_dir: Path, overrides: list[str]) -> bool:
     """A finished run made by exactly this command (the resolved config is then the one recorded in the run)."""
     record = run_dir / "command.json"
-    return (run_dir / "results.json").is_file() and record.is_file() and \
-        json.loads(record.read_text()) == {"overrides": overrides, "code": _code_version()}
+    if not ((run_dir / "results.json").is_file() and record.is_file()):
+        return False
+    saved = json.loads(record.read_text())
+    return (saved.get("overrides"), saved.get("code")) == (overrides, _code_version())
+
+
+def _recorded_cpu(run_dir: Path) -> float:
+    """The CPU seconds a cached run took when it ran (NaN for runs recorded before that was kept), so a study
+    rerun from its cache reports what its results cost, not the seconds this invocation spent."""
+    return float(json.loads((run_dir / "command.json").read_text()).get("cpu_seconds", math.nan))
+
+
+def _record(run_dir: Path, overrides: list[str], cpu: float) -> None:
+    (run_dir / "command.json").write_text(json.dumps({"overrides": overrides, "code": _code_version(),
+                                                      "cpu_seconds": cpu}))
 
 
 def _code_version() -> str:
@@ -259,10 +272,10 @@ def train_one(run_dir: Path, overrides: list[str], record: list[str] | None = No
     the overrides) already finished there; returns (metrics, CPU seconds spent now)."""
     record = overrides if record is None else record
     if _cached(run_dir, record):
-        return json.loads((run_dir / "results.json").read_text())["metrics"], 0.0
+        return json.loads((run_dir / "results.json").read_text())["metrics"], _recorded_cpu(run_dir)
     _fresh(run_dir)
     _, cpu = _run_child(["train.py", *overrides, f"hydra.run.dir={run_dir}"])
-    (run_dir / "command.json").write_text(json.dumps({"overrides": record, "code": _code_version()}))
+    _record(run_dir, record, cpu)
     return json.loads((run_dir / "results.json").read_text())["metrics"], cpu
 
 
@@ -271,7 +284,7 @@ def eval_one(run_dir: Path, source_run: Path, overrides: list[str]) -> tuple[dic
     (cached like a training run, and redone whenever the source run was retrained)."""
     record = overrides + [_source_record(source_run)]
     if _cached(run_dir, record):
-        return json.loads((run_dir / "results.json").read_text())["metrics"], 0.0
+        return json.loads((run_dir / "results.json").read_text())["metrics"], _recorded_cpu(run_dir)
     _fresh(run_dir)
     stdout, cpu = _run_child(["eval.py", f"ckpt_path={source_run / 'checkpoints' / 'last.ckpt'}", *overrides])
     written = [line.split("results:", 1)[1].strip() for line in stdout.splitlines() if line.startswith("results:")]
@@ -279,7 +292,7 @@ def eval_one(run_dir: Path, source_run: Path, overrides: list[str]) -> tuple[dic
         raise RuntimeError(f"eval.py on {source_run} did not report its results.json")
     run_dir.mkdir(parents=True)
     (run_dir / "results.json").write_text(Path(written[-1]).read_text())
-    (run_dir / "command.json").write_text(json.dumps({"overrides": record, "code": _code_version()}))
+    _record(run_dir, record, cpu)
     return json.loads((run_dir / "results.json").read_text())["metrics"], cpu
 
 
@@ -315,7 +328,7 @@ def analyse_one(spec: StudySpec, seed: int, budget: str, path: Path) -> tuple[di
     if path.is_file():
         saved = json.loads(path.read_text())
         if saved.get("record") == record:
-            return saved["outputs"], 0.0
+            return saved["outputs"], float(saved.get("cpu_seconds", math.nan))
     before = time.process_time()
     outputs = analysis_function(spec)(seed=seed, budget=budget)
     spent = time.process_time() - before
@@ -323,7 +336,7 @@ def analyse_one(spec: StudySpec, seed: int, budget: str, path: Path) -> tuple[di
     if missing:
         raise ValueError(f"study {spec.name}: {spec.analysis} returned no variant(s) {sorted(missing)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"record": record, "outputs": outputs}, indent=1))
+    path.write_text(json.dumps({"record": record, "outputs": outputs, "cpu_seconds": spent}, indent=1))
     return outputs, spent
 
 
@@ -361,7 +374,10 @@ def run_study(spec: StudySpec, seeds: int, budget: str, extra: list[str], out: P
                 "budget": {"name": budget, "steps": b.steps, "overrides": b.overrides, "extra": extra},
                 "variants": ({v: [spec.analysis] for v in spec.variants} if spec.analysis else
                              {v: spec.command_record(v, budget, 0, extra) for v in spec.variants}),
-                "wall_minutes": round((time.time() - start) / 60, 2), "cpu_minutes": round(cpu / 60, 2),
+                # wall: this invocation; CPU: every run the results come from, cached ones at what they took
+                # (None when a cached run predates that record)
+                "wall_minutes": round((time.time() - start) / 60, 2),
+                "cpu_minutes": None if math.isnan(cpu) else round(cpu / 60, 2),
                 "machine": _machine(), "torch": _torch_version(), "date": time.strftime("%Y-%m-%d %H:%M"),
                 "legacy": False}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -133,7 +133,10 @@ def test_derived_variants_evaluate_and_finetune_the_source_run_of_the_same_seed(
     assert "max_steps: 1" in ft_config and "name: linear" in ft_config
     # cached: nothing reruns; retraining the base (another command) reruns everything derived from it
     monkeypatch.setattr(study, "_run_child", lambda argv: pytest.fail(f"reran {argv[0]}"))
-    study.run_study(spec, seeds=1, budget="full", extra=[], out=tmp_path / "again", command="cmd")
+    again = study.run_study(spec, seeds=1, budget="full", extra=[], out=tmp_path / "again", command="cmd")
+    # the manifest's CPU time is what the results cost, also when every run came from the cache
+    first_cpu = json.loads((out / study.MANIFEST).read_text())["cpu_minutes"]
+    assert first_cpu > 0 and json.loads((again / study.MANIFEST).read_text())["cpu_minutes"] == first_cpu
     ran = []
     monkeypatch.setattr(study, "_run_child", lambda argv: (ran.append(argv[0]), ("", 0.0))[1])
     record = json.loads((root / "RoPE" / "seed0" / "command.json").read_text())
