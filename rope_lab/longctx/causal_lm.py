@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -71,16 +71,27 @@ class DecoderLM(nn.Module):
         from rope_lab.tasks.lm.positions import lm_positions
 
         cache, start = self.decoder.new_cache(), self.position_offset
-        logits = self.decoder(ids, lm_positions(ids, start), cache)
-        new: list[int] = []
-        for step in range(max_new_tokens):
-            token = int(logits[0, -1].argmax())
-            new.append(token)
-            if token == eos or step == max_new_tokens - 1:
-                break
+
+        def advance(token: int, step: int) -> Tensor:
             nxt = ids.new_tensor([[token]])
-            logits = self.decoder(nxt, lm_positions(nxt, start + ids.shape[1] + step), cache)
-        return new
+            return self.decoder(nxt, lm_positions(nxt, start + ids.shape[1] + step), cache)[0, -1]
+
+        return argmax_tokens(lambda: self.decoder(ids, lm_positions(ids, start), cache)[0, -1], advance,
+                             max_new_tokens, eos)
+
+
+def argmax_tokens(prompt_logits: Callable[[], Tensor], advance: Callable[[int, int], Tensor], max_new_tokens: int,
+                  eos: int | None) -> list[int]:
+    """Greedy decoding loop: ``prompt_logits()`` the next-token logits after the prompt, ``advance(token, step)`` those
+    after appending the step-th new token; stops at ``eos`` or after ``max_new_tokens`` (no forward beyond them)."""
+    new: list[int] = []
+    logits = prompt_logits() if max_new_tokens > 0 else None
+    for step in range(max_new_tokens):
+        new.append(int(logits.argmax()))
+        if new[-1] == eos or step == max_new_tokens - 1:
+            break
+        logits = advance(new[-1], step)
+    return new
 
 
 def logits_of(model: nn.Module, ids: Tensor) -> Tensor:
@@ -136,14 +147,12 @@ class CausalLM:
             return new[: new.index(eos) + 1] if eos in new else new
         if isinstance(self.model, DecoderLM) and self.model.decodes_with_cache:
             return self.model.greedy(ids, max_new_tokens, eos)
-        new = []
-        for _ in range(max_new_tokens):
-            token = int(logits_of(self.model, ids)[0, -1].argmax())
-            new.append(token)
-            if token == eos:
-                break
+        def advance(token: int, step: int) -> Tensor:  # without a cache: the whole sequence again per new token
+            nonlocal ids
             ids = torch.cat([ids, ids.new_tensor([[token]])], dim=1)
-        return new
+            return logits_of(self.model, ids)[0, -1]
+
+        return argmax_tokens(lambda: logits_of(self.model, ids)[0, -1], advance, max_new_tokens, eos)
 
     def generate_text(self, prompt: str, max_new_tokens: int) -> str:
         new = self.greedy(self.encode(prompt), max_new_tokens)
