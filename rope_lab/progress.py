@@ -19,8 +19,9 @@ def on_terminal() -> bool:
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
-def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "run") -> tqdm:
+def progress(items: Iterable[T] | None, desc: str, total: int | None = None, unit: str = "run") -> tqdm:
     """``items`` wrapped in a progress line on stderr (``desc: 3/12 runs [elapsed<remaining]``); silent off a TTY.
-    Use ``.set_postfix_str(...)`` on the result to name the current item."""
+    Use ``.set_postfix_str(...)`` on the result to name the current item; with ``items=None`` and a ``total``, advance
+    it by hand with ``.update()`` (work finishing out of order)."""
     return tqdm(items, desc=desc, total=total, unit=unit, file=sys.stderr, disable=not on_terminal(),
                 dynamic_ncols=True, leave=True)

@@ -36,6 +36,7 @@ import platform
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -252,14 +253,25 @@ def _fresh(run_dir: Path) -> None:
         shutil.rmtree(run_dir)
 
 
+# threads per child run when several run at once (``run_study(jobs=N)`` sets it; None = torch's default)
+_CHILD_THREADS: int | None = None
+
+
 def _run_child(argv: list[str]) -> tuple[str, float]:
-    """Run ``python <argv>`` in the repo root; (stdout, CPU seconds of the child)."""
+    """Run ``python <argv>`` in the repo root; (stdout, CPU seconds of this child alone: children running at the same
+    time in other threads are not counted, which the process-wide ``os.times`` would do)."""
     env = {**os.environ, "ROPE_LAB_KERNEL": os.environ.get("ROPE_LAB_KERNEL", "eager")}
-    before = os.times()
-    done = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, check=True, stdout=subprocess.PIPE, text=True)
-    sys.stdout.write(done.stdout)
-    after = os.times()
-    return done.stdout, (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    if _CHILD_THREADS is not None:
+        env.update(OMP_NUM_THREADS=str(_CHILD_THREADS), MKL_NUM_THREADS=str(_CHILD_THREADS))
+    child = subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    stdout = child.stdout.read()
+    child.stdout.close()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    sys.stdout.write(stdout)
+    if child.returncode != 0:
+        raise subprocess.CalledProcessError(child.returncode, child.args, output=stdout)
+    return stdout, usage.ru_utime + usage.ru_stime
 
 
 def _source_record(source_run: Path) -> str:
@@ -340,38 +352,66 @@ def analyse_one(spec: StudySpec, seed: int, budget: str, path: Path) -> tuple[di
     return outputs, spent
 
 
-def run_study(spec: StudySpec, seeds: int, budget: str, extra: list[str], out: Path, command: str) -> Path:
-    """Train every variant at seeds 0..seeds-1 (cached runs reused), or run an analysis study's function per seed,
-    and write runs.csv, manifest.json, summary."""
+def _run_all(spec: StudySpec, seeds: int, budget: str, extra: list[str], root: Path, jobs: int
+             ) -> dict[tuple[int, str], tuple[dict, float]]:
+    """Every (seed, variant) run, ``jobs`` at a time: the trained variants first, then those derived from them (their
+    sources are finished by then). Seed-major, so a partial sweep already has every variant at the first seeds. With
+    jobs > 1 each child gets cores // jobs threads: small models use two threads poorly, two one-thread runs at once
+    finish ~1.4x sooner on two cores (measured on the LM studies)."""
+    global _CHILD_THREADS
+    waves = [spec.trained_variants(), [v for v in spec.run_order() if v not in spec.trained_variants()]]
+    done: dict[tuple[int, str], tuple[dict, float]] = {}
+    bar = progress(None, desc=f"{spec.name} ({budget})", total=seeds * len(spec.variants))
+    _CHILD_THREADS = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            for wave in waves:
+                futures = {pool.submit(run_variant, spec, v, budget, seed, extra, root): (seed, v)
+                           for seed in range(seeds) for v in wave}
+                for future in as_completed(futures):
+                    done[futures[future]] = future.result()
+                    bar.set_postfix_str(f"{futures[future][1]} seed {futures[future][0]}")
+                    bar.update()
+    finally:
+        _CHILD_THREADS = None
+        bar.close()
+    return done
+
+
+def run_study(spec: StudySpec, seeds: int, budget: str, extra: list[str], out: Path, command: str, jobs: int = 1
+              ) -> Path:
+    """Train every variant at seeds 0..seeds-1 (cached runs reused; ``jobs`` train.py/eval.py runs at a time), or
+    run an analysis study's function per seed, and write runs.csv, manifest.json, summary."""
     spec.check_runnable()
     if budget not in spec.budgets and spec.budgets:
         raise ValueError(f"study {spec.name} has no budget '{budget}'; choose one of {list(spec.budgets)}")
     if spec.analysis and extra:
         raise ValueError(f"study {spec.name} is an analysis ({spec.analysis}): it takes no train.py overrides; "
                          f"got {extra}")
+    if jobs < 1:
+        raise ValueError(f"jobs={jobs}: give at least 1 (runs at the same time)")
     start, cpu, rows = time.time(), 0.0, []
     runs_root = EXPERIMENTS / spec.name / "runs" / "seeds" / budget
-    # seed-major: a partial sweep already has every variant at the first seeds
-    jobs = [(seed, variant) for seed in range(seeds) for variant in
-            (["(analysis)"] if spec.analysis else spec.run_order())]
-    bar = progress(jobs, desc=f"{spec.name} ({budget})")
-    for seed, variant in bar:
-        bar.set_postfix_str(f"{variant} seed {seed}")
-        if spec.analysis:
+    if spec.analysis:
+        for seed in progress(range(seeds), desc=f"{spec.name} ({budget})"):
             outputs, spent = analyse_one(spec, seed, budget, runs_root / f"analysis_seed{seed}.json")
             cpu += spent
             rows += [{"variant": v, "seed": seed, "metric": m, "value": outputs[v].get(m, math.nan)}
                      for v in spec.variants for m in spec.recorded_metrics()]
-            continue
-        metrics, spent = run_variant(spec, variant, budget, seed, extra, runs_root)
-        cpu += spent
-        rows += [{"variant": variant, "seed": seed, "metric": m, "value": metrics.get(m, math.nan)}
-                 for m in spec.recorded_metrics()]
+    else:
+        done = _run_all(spec, seeds, budget, extra, runs_root, jobs)
+        for seed in range(seeds):  # seed-major rows, whatever order the runs finished in
+            for variant in spec.run_order():
+                metrics, spent = done[seed, variant]
+                cpu += spent
+                rows += [{"variant": variant, "seed": seed, "metric": m, "value": metrics.get(m, math.nan)}
+                         for m in spec.recorded_metrics()]
     out.mkdir(parents=True, exist_ok=True)
     write_runs(out / RUNS_CSV, rows)
     b = spec.budgets.get(budget, Budget())
     manifest = {"study": spec.name, "commit": _code_version(), "command": command, "seeds": list(range(seeds)),
                 "budget": {"name": budget, "steps": b.steps, "overrides": b.overrides, "extra": extra},
+                "jobs": jobs,
                 "variants": ({v: [spec.analysis] for v in spec.variants} if spec.analysis else
                              {v: spec.command_record(v, budget, 0, extra) for v in spec.variants}),
                 # wall: this invocation; CPU: every run the results come from, cached ones at what they took

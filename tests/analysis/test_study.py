@@ -206,3 +206,53 @@ def test_a_study_curve_records_its_metrics_and_draws_every_variant_with_its_band
     assert drawn["series"]["B"] == {128: pytest.approx(3.1), 256: pytest.approx(5.1)}
     low, high = drawn["bands"]["A"][256]
     assert low < 4.1 < high
+
+
+def test_parallel_runs_give_the_same_results_and_start_derived_runs_after_their_source(monkeypatch, tmp_path):
+    """--jobs 2: every (variant, seed) once, derived variants only after their source run at that seed finished,
+    and runs.csv / verdicts identical to one run at a time."""
+    import threading
+    import time as clock
+
+    spec = study.StudySpec(
+        name="fake", title="Fake", base=[], budgets={"full": study.Budget(steps=2)},
+        variants={"A": ["pe=rope"], "B": ["pe=nope"], "A ev": study.Derived("A", "eval", ["pe.base=2"])},
+        metrics=["val/ppl"], claims=[study.Claim("A beats B", "val/ppl", "A", "B", True, "")])
+    finished, lock = set(), threading.Lock()
+
+    def fake_run(spec_, variant, budget, seed, extra, root):
+        how = spec_.variants[variant]
+        if isinstance(how, study.Derived):
+            assert (seed, how.source) in finished, f"{variant} seed {seed} started before its source"
+        clock.sleep(0.01 * (3 - seed))  # later seeds finish first: rows must still come out seed-major
+        with lock:
+            finished.add((seed, variant))
+        return {"val/ppl": {"A": 1.0, "B": 2.0, "A ev": 1.5}[variant] + 0.1 * seed}, 1.0
+
+    monkeypatch.setattr(study, "run_variant", fake_run)
+    one = study.run_study(spec, seeds=3, budget="full", extra=[], out=tmp_path / "one", command="cmd")
+    finished.clear()
+    two = study.run_study(spec, seeds=3, budget="full", extra=[], out=tmp_path / "two", command="cmd", jobs=2)
+    assert len(finished) == 9
+    assert (one / study.RUNS_CSV).read_text() == (two / study.RUNS_CSV).read_text()
+    assert json.loads((two / study.MANIFEST).read_text())["jobs"] == 2
+    assert json.loads((two / study.SUMMARY_JSON).read_text())["claims"][0]["verdict"] == "held"
+    with pytest.raises(ValueError, match="jobs=0"):
+        study.run_study(spec, seeds=1, budget="full", extra=[], out=tmp_path / "bad", command="cmd", jobs=0)
+
+
+def test_a_child_run_reports_its_own_cpu_time_and_thread_cap_while_another_runs(monkeypatch):
+    """The CPU seconds of a run are its own child's, not those of a busy run finishing meanwhile in another thread
+    (os.times() counts every reaped child); a capped run sees OMP_NUM_THREADS; a failing child raises."""
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    busy = ["-c", "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass"]
+    idle = ["-c", "import os, time\ntime.sleep(0.8)\nprint(os.environ.get('OMP_NUM_THREADS'))"]
+    monkeypatch.setattr(study, "_CHILD_THREADS", 1)
+    with ThreadPoolExecutor(2) as pool:
+        slow, fast = pool.submit(study._run_child, idle), pool.submit(study._run_child, busy)
+        (idle_out, idle_cpu), (_, busy_cpu) = slow.result(), fast.result()
+    assert busy_cpu >= 0.35 and idle_cpu < 0.3 and idle_out.strip() == "1"
+    with pytest.raises(subprocess.CalledProcessError):
+        study._run_child(["-c", "raise SystemExit(3)"])
