@@ -45,13 +45,9 @@ def codebooks(args, ckpt: Path, size: int, w: int, aware: bool) -> Path:
 
 def score_errors(args, ckpt: Path, files: dict) -> dict:
     """Mean relative WRoPE-score error over layers, on held-out text, per codebook file."""
-    from rope_lab.analysis.a2ats import collect, load_model, windows
-    from rope_lab.analysis.a2ats_vq import relative_score_error
-    from rope_lab.pe.variants.attention.a2ats_codebooks import CodebookFile
+    from rope_lab.analysis.a2ats_study import score_errors as errors
 
-    model, datamodule, _ = load_model(str(ckpt), args.relative_pos)
-    held_out = collect(model, list(windows(datamodule.val_stream, args.calib_tokens // 4, args.length).split(8)))
-    return {key: sum(e := relative_score_error(held_out, CodebookFile.load(f))) / len(e) for key, f in files.items()}
+    return errors(ckpt, files, args.relative_pos, args.calib_tokens // 4, args.length)
 
 
 def ppl(ckpt: Path, length: int, pe: dict | None) -> float:

@@ -11,7 +11,6 @@ image altogether"; a probe scoring near it destroyed the sample).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -36,18 +35,9 @@ def train_overrides(steps: int, seed: int) -> list[str]:
 
 def trained(overrides: list[str], run_dir: Path):
     """(module, model) of the run in ``run_dir``, trained now unless a finished run of these overrides is there."""
-    from rope_lab.experiment import load_trained, run_config
+    from rope_lab.experiment import load_trained, train_or_reuse
 
-    record = run_dir / "config.json"
-    done = (run_dir / "results.json").is_file() and record.is_file() and \
-        json.loads(record.read_text()).get("overrides") == overrides
-    if not done:
-        if run_dir.exists():
-            import shutil
-
-            shutil.rmtree(run_dir)
-        run_config(overrides, run_dir)
-    return load_trained(overrides, run_dir)
+    return load_trained(overrides, train_or_reuse(overrides, run_dir))
 
 
 def study_seed(seed: int, budget: str = "full", samples_per_class: int = 2, sample_steps: int = 12,

@@ -121,6 +121,9 @@ class Derived:
 class Budget:
     steps: int | None = None
     overrides: list[str] = field(default_factory=list)
+    # rate metrics (exact-match accuracies) -> trials per run under this budget: summary.md then adds the successes
+    # pooled over seeds with their Wilson interval next to the across-seed interval
+    trials: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -341,9 +344,10 @@ def analyse_one(spec: StudySpec, seed: int, budget: str, path: Path) -> tuple[di
         saved = json.loads(path.read_text())
         if saved.get("record") == record:
             return saved["outputs"], float(saved.get("cpu_seconds", math.nan))
-    before = time.process_time()
+    before = os.times()
     outputs = analysis_function(spec)(seed=seed, budget=budget)
-    spent = time.process_time() - before
+    after = os.times()  # this process and the train.py children the analysis ran (it runs alone: no other children)
+    spent = sum(getattr(after, f) - getattr(before, f) for f in ("user", "system", "children_user", "children_system"))
     missing = set(spec.variants) - set(outputs)
     if missing:
         raise ValueError(f"study {spec.name}: {spec.analysis} returned no variant(s) {sorted(missing)}")
@@ -523,6 +527,13 @@ def write_summary(spec: StudySpec, folder: Path) -> dict:
              "below the noise floor, the pooled across-seed SD, is inconclusive):", "",
              markdown_table(claim_rows, ["claim", "metric", "better", "than", "difference", "noise floor",
                                          "seeds agreeing", "verdict"]), ""]
+    pooled = pooled_rates(spec, runs, manifest)
+    if pooled:
+        lines += ["Rates pooled over seeds (successes / trials, Wilson 95% interval; the verdicts above use the "
+                  "across-seed intervals):", "",
+                  markdown_table([[p["variant"], p["metric"], f"{p['successes']}/{p['trials']}", f"{p['rate']:.3g}",
+                                   f"[{p['wilson'][0]:.3g}, {p['wilson'][1]:.3g}]"] for p in pooled],
+                                 ["variant", "metric", "successes / trials", "rate", "Wilson 95%"]), ""]
     if spec.curve and write_curve(spec, runs, folder / CURVE_PNG):
         lines += [f"![{spec.curve.ylabel} vs {spec.curve.xlabel}]({CURVE_PNG})", ""]
     (folder / SUMMARY_MD).write_text("\n".join(lines))
@@ -531,9 +542,30 @@ def write_summary(spec: StudySpec, folder: Path) -> dict:
                            "than_metric": r.claim.than_metric,
                            "better": _jsonable(r.better), "than": _jsonable(r.than),
                            "difference": _jsonable(r.difference), "noise_floor": r.noise_floor,
-                           "seeds_agreeing": list(r.agreeing), "verdict": r.verdict} for r in claims]}
+                           "seeds_agreeing": list(r.agreeing), "verdict": r.verdict} for r in claims],
+               **({"pooled_rates": pooled} if pooled else {})}
     (folder / SUMMARY_JSON).write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
+
+
+def pooled_rates(spec: StudySpec, runs: dict, manifest: dict) -> list[dict]:
+    """Per variant and rate metric of the budget's ``trials``: successes summed over seeds (rate x trials, which must
+    be a whole number: a wrong trial count is refused) with the Wilson interval of the pooled rate."""
+    budget = spec.budgets.get(manifest.get("budget", {}).get("name", ""), Budget())
+    pooled = []
+    for metric, n in budget.trials.items():
+        for variant in spec.variants:
+            values = [v for v in runs.get(metric, {}).get(variant, {}).values() if math.isfinite(v)]
+            if not values:
+                continue
+            counts = [v * n for v in values]
+            if any(abs(c - round(c)) > 1e-3 for c in counts):
+                raise ValueError(f"study {spec.name}: {metric} of '{variant}' ({values}) is not a count out of "
+                                 f"{n} trials; fix budgets.{manifest['budget']['name']}.trials")
+            k, total = sum(round(c) for c in counts), n * len(values)
+            pooled.append({"variant": variant, "metric": metric, "successes": k, "trials": total, "rate": k / total,
+                           "wilson": list(stats.wilson(k, total))})
+    return pooled
 
 
 def write_curve(spec: StudySpec, runs: dict, path: Path) -> Path | None:

@@ -123,3 +123,35 @@ def test_relative_score_error_is_the_mean_squared_error_over_explicit_query_key_
     assert abs(got - float(want)) < 1e-9
     exact = CodebookFile(k32[None, None, :, :].float(), torch.eye(8)[None, None], 2048, False, 300)
     assert relative_score_error(collector, exact)[0] < 1e-12  # every key its own centroid: no error
+
+
+def test_the_seeded_study_evaluates_every_setting_on_one_trained_model_and_reuses_it(monkeypatch, tmp_path):
+    """rope_lab.analysis.a2ats_study on a tiny LM: every setting gets ppl, codebook settings their held-out score
+    error, and a second call of the same seed trains and calibrates nothing again."""
+    import math
+
+    from rope_lab.analysis import a2ats_study as s
+    from rope_lab.analysis import study
+    from tests.test_train import TINY
+
+    monkeypatch.setattr(s, "LENGTH", 64)
+    monkeypatch.setattr(s, "PPL", "val/ppl@64")
+    monkeypatch.setattr(s, "CALIB_TOKENS", 512)
+    monkeypatch.setattr(s, "MAX_ITER", 5)
+    monkeypatch.setattr(s, "RELATIVE_POS", 32)
+    monkeypatch.setattr(s, "WINDOW", 4)
+    monkeypatch.setattr(s, "BUDGETS", {"full": 2})
+    monkeypatch.setattr(s, "SETTINGS", {"full attention": s.Retrieval(), "window+sinks": s.Retrieval(topk=0.0),
+                                        "A2ATS-8": s.Retrieval(0.25, 8, True), "plain-8": s.Retrieval(0.25, 8, False)})
+    tiny = [o for o in TINY if not o.startswith(("task.train_length", "task.eval_lengths", "task.passkey"))]
+    plain = s.train_overrides
+    monkeypatch.setattr(s, "train_overrides", lambda steps, seed: [*tiny, *plain(steps, seed)])
+    out = s.study_seed(seed=1, root=tmp_path)
+    assert set(out) == {"full attention", "window+sinks", "A2ATS-8", "plain-8"}
+    assert all(math.isfinite(v["val/ppl@64"]) and v["val/ppl@64"] > 1 for v in out.values())
+    assert {k for k, v in out.items() if s.ERROR in v} == {"A2ATS-8", "plain-8"}
+    assert out["A2ATS-8"]["val/ppl@64"] != out["full attention"]["val/ppl@64"]  # retrieval changed the attention
+    assert "seed=1" in (tmp_path / "lm_seed1" / ".hydra" / "overrides.yaml").read_text()
+    monkeypatch.setattr(study, "_run_child", lambda argv: pytest.fail(f"retrained: {argv}"))
+    monkeypatch.setattr("rope_lab.analysis.a2ats.calibrate", lambda *a, **k: pytest.fail("recalibrated"))
+    assert s.study_seed(seed=1, root=tmp_path) == out

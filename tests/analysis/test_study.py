@@ -256,3 +256,24 @@ def test_a_child_run_reports_its_own_cpu_time_and_thread_cap_while_another_runs(
     assert busy_cpu >= 0.35 and idle_cpu < 0.3 and idle_out.strip() == "1"
     with pytest.raises(subprocess.CalledProcessError):
         study._run_child(["-c", "raise SystemExit(3)"])
+
+
+def test_rate_metrics_are_pooled_over_seeds_with_wilson_intervals(monkeypatch, tmp_path):
+    """A budget's ``trials`` turns a rate metric into successes / trials summed over seeds with the Wilson interval
+    (evaluation.md 8.6); a rate that is no count of the declared trials is refused."""
+    from rope_lab.analysis import stats
+
+    spec = study.StudySpec(
+        name="fake", title="Fake", base=[], variants={"A": ["pe=rope"], "B": ["pe=nope"]},
+        budgets={"full": study.Budget(steps=2, trials={"val/acc": 32})}, metrics=["val/acc"], claims=[])
+    hits = {"A": [32, 30, 31], "B": [0, 1, 0]}
+    monkeypatch.setattr(study, "train_one", lambda run_dir, o: (
+        {"val/acc": hits["A" if "pe=rope" in o else "B"][int(o[-1].split("=")[1])] / 32}, 1.0))
+    out = study.run_study(spec, seeds=3, budget="full", extra=[], out=tmp_path, command="cmd")
+    pooled = {p["variant"]: p for p in json.loads((out / study.SUMMARY_JSON).read_text())["pooled_rates"]}
+    assert (pooled["A"]["successes"], pooled["A"]["trials"]) == (93, 96) and pooled["B"]["successes"] == 1
+    assert pooled["A"]["wilson"] == pytest.approx(list(stats.wilson(93, 96)))
+    assert "| A | val/acc | 93/96 |" in (out / study.SUMMARY_MD).read_text()
+    spec.budgets["full"].trials["val/acc"] = 30  # 31/32 is no count out of 30
+    with pytest.raises(ValueError, match="not a count out of 30"):
+        study.write_summary(spec, out)
