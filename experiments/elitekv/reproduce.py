@@ -16,14 +16,12 @@ import time
 from pathlib import Path
 
 from rope_lab.analysis.elitekv import convert_run, heldout_ppl, kv_values_per_token, load_run
+from rope_lab.analysis.elitekv_study import COMMON, uptraining
 from rope_lab.analysis.reproduce import run_entry, shown, write_report
 from rope_lab.pe.variants.text.elitekv import load_ranking
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-LENGTHS = (128, 256)
-COMMON = ["backbone.n_kv_heads=4", f"task.eval_lengths=[{','.join(map(str, LENGTHS))}]", "task.passkey_lengths=[128]",
-          "task.passkey_depths=[0.5]", "trainer.enable_progress_bar=false"]
 
 
 def train(run_dir: Path, *overrides: str) -> dict:
@@ -31,12 +29,6 @@ def train(run_dir: Path, *overrides: str) -> dict:
     if not (run_dir / "results.json").exists():
         run_entry(["train.py", f"hydra.run.dir={run_dir}", *COMMON, *overrides])
     return json.loads((run_dir / "results.json").read_text())["metrics"]
-
-
-def uptraining(steps: int) -> list[str]:
-    """A new data order (seed 1), a lower peak learning rate and a short warm-up, validated at the end."""
-    return ["seed=1", f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}", "optim.lr=1e-3",
-            "optim.warmup_steps=10"]
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -55,7 +47,7 @@ def main(argv: list[str] | None = None) -> Path:
     train(base, f"trainer.max_steps={args.steps}")
     ckpt = base / "checkpoints" / "last.ckpt"
     _, source, datamodule = load_run(ckpt)
-    rope_up = train(args.out / "rope_uptrained", *uptraining(args.uptrain), f"init_ckpt={ckpt}")
+    rope_up = train(args.out / "rope_uptrained", *uptraining(args.uptrain, 1), f"init_ckpt={ckpt}")
     kept, full = kv_values_per_token(4, 32, args.chunks, args.kv_dim)
     rows, chosen = [("RoPE (MHA)", "100 %", heldout_ppl(source, datamodule), rope_up)], []
     for selection in ("ropelite", "uniform"):
@@ -63,7 +55,7 @@ def main(argv: list[str] | None = None) -> Path:
                            args.calib_batches)
         if selection == "ropelite":
             chosen = load_ranking(done.selection)[0][..., : args.chunks].flatten().bincount(minlength=16).tolist()
-        up = train(args.out / f"elitekv_{selection}", *uptraining(args.uptrain), *done.overrides)
+        up = train(args.out / f"elitekv_{selection}", *uptraining(args.uptrain, 1), *done.overrides)
         rows.append((f"EliteKV, {selection} chunks", f"{100 * kept / full:.1f} %", heldout_ppl(done.model, datamodule),
                      up))
     return write_report(args.tables, report(args, rows, chosen, started))

@@ -53,3 +53,29 @@ def test_cli_converts_and_train_py_uptrains(rope_ckpt, tmp_path, capsys):
 def test_unknown_selection_is_a_clear_error(rope_ckpt, tmp_path):
     with pytest.raises(ValueError, match=r"selection 'greedy' is not one of \['ropelite', 'uniform'\]"):
         convert_run(rope_ckpt, tmp_path, chunks=2, kv_dim=8, selection="greedy")
+
+
+def test_the_seeded_study_converts_and_uptrains_each_seed_model_with_one_data_order(monkeypatch, tmp_path):
+    """rope_lab.analysis.elitekv_study on a tiny LM: the three models' converted and uptrained ppl; the uptraining
+    runs share the data order 100 + seed and start from the seed's RoPE run or its conversions."""
+    import math
+
+    from rope_lab.analysis import elitekv_study as s
+    from tests.test_train import TINY
+
+    monkeypatch.setattr(s, "BUDGETS", {"full": (2, 1)})
+    monkeypatch.setattr(s, "CHUNKS", 2)
+    monkeypatch.setattr(s, "KV_DIM", 8)
+    monkeypatch.setattr(s, "CALIB_BATCHES", 1)
+    monkeypatch.setattr(s, "LENGTHS", (32, 64))
+    monkeypatch.setattr(s, "COMMON", [o for o in TINY if not o.startswith("task.passkey")] + ["task.passkey_lengths=[]"])
+    out = s.study_seed(seed=2, root=tmp_path)
+    assert set(out) == {s.ROPE, s.ELITE, s.UNIFORM}
+    assert all(math.isfinite(v) and v > 1 for row in out.values() for v in row.values())
+    assert set(out[s.ELITE]) == {s.CONVERTED, "val/ppl@32", "val/ppl@64"}
+    runs = tmp_path / "seed2"
+    assert "seed=2" in (runs / "rope" / ".hydra" / "overrides.yaml").read_text()
+    for name in ("rope_uptrained", "elitekv_ropelite", "elitekv_uniform"):
+        overrides = (runs / name / ".hydra" / "overrides.yaml").read_text()
+        assert "seed=102" in overrides and "init_ckpt=" in overrides
+    assert out[s.ELITE][s.CONVERTED] != out[s.UNIFORM][s.CONVERTED]  # different chunks kept
