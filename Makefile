@@ -2,7 +2,7 @@
 PY ?= python3
 STAMP := .make/install.stamp
 
-.PHONY: install data train test test-avx2 test-full reproduce bench clean
+.PHONY: install data train test test-avx2 test-full reproduce reproduce-gpu bench clean
 
 install: $(STAMP)
 
@@ -32,6 +32,15 @@ test-full: install
 
 reproduce: install data
 	$(PY) -m pytest -q -m slow
+
+# the studies sized for one GPU, full tier at 3 seeds, JOBS runs at a time on the one device (small models leave most
+# of an H100/H200 idle); --write updates experiments/<study>/results/ and the manifests record the GPU
+GPU_STUDIES ?= videorope rope_vit yarn
+JOBS ?= 8
+
+reproduce-gpu: install data
+	@for s in $(GPU_STUDIES); do $(PY) scripts/reproduce.py $$s --seeds 3 --jobs $(JOBS) --write || exit 1; done
+	$(PY) scripts/reproduce.py --summary
 
 bench: install
 	@for s in scripts/bench_*.py; do echo "== $$s"; $(PY) $$s || exit 1; done
