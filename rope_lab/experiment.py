@@ -39,22 +39,6 @@ def run_config(overrides: list[str], run_dir: Path | str) -> dict[str, float]:
     return json.loads((run_dir / "results.json").read_text())["metrics"]
 
 
-def train_or_reuse(overrides: list[str], run_dir: Path | str) -> Path:
-    """``run_dir`` after training ``overrides`` there, unless a finished run of exactly these overrides is already
-    there (an unfinished or different one is removed first); analysis studies train their per-seed models so."""
-    run_dir = Path(run_dir)
-    record = run_dir / "config.json"
-    done = (run_dir / "results.json").is_file() and record.is_file() and \
-        json.loads(record.read_text()).get("overrides") == list(overrides)
-    if not done:
-        if run_dir.exists():
-            import shutil
-
-            shutil.rmtree(run_dir)
-        run_config(overrides, run_dir)
-    return run_dir
-
-
 def load_trained(overrides: list[str], run_dir: Path | str):
     """(task module, model) rebuilt from ``overrides`` with the weights of ``run_dir/checkpoints/last.ckpt``."""
     from rope_lab.run import build, register_resolvers

@@ -34,10 +34,13 @@ def train_overrides(steps: int, seed: int) -> list[str]:
 
 
 def trained(overrides: list[str], run_dir: Path):
-    """(module, model) of the run in ``run_dir``, trained now unless a finished run of these overrides is there."""
-    from rope_lab.experiment import load_trained, train_or_reuse
+    """(module, model) of the run in ``run_dir``, trained now (train.py, as every study run) unless the same command
+    on the same code already finished there."""
+    from rope_lab.analysis.study import train_one
+    from rope_lab.experiment import load_trained
 
-    return load_trained(overrides, train_or_reuse(overrides, run_dir))
+    train_one(run_dir, overrides)
+    return load_trained(overrides, run_dir)
 
 
 def study_seed(seed: int, budget: str = "full", samples_per_class: int = 2, sample_steps: int = 12,
