@@ -4,6 +4,7 @@ tiny end-to-end Hydra run of each."""
 from __future__ import annotations
 
 
+import numpy as np
 import pytest
 import torch
 
@@ -69,6 +70,24 @@ def test_scores_real_vs_real_and_noise():
     assert s.compute()["fid"] > same["fid"]
 
 
+def test_generation_baselines_are_disjoint_from_the_reference_and_follow_the_requests():
+    from rope_lab.tasks.image_gen.baselines import GenerationBaselines
+
+    rng = np.random.default_rng(0)
+    train = (rng.integers(0, 256, (50, 28, 28), dtype=np.uint8), np.arange(50) % 10)
+    test = (np.arange(30, dtype=np.uint8)[:, None, None].repeat(28, 1).repeat(28, 2), np.arange(30) % 10)
+    b = GenerationBaselines.from_splits(train, test, reference_count=20, count=10)
+    mean_of_class_3 = torch.from_numpy(train[0][3::10].astype(np.float32) / 255).mean(0)
+    torch.testing.assert_close(b.class_mean[3, 0], mean_of_class_3)
+    labels, noise = torch.tensor([3, 4]), torch.full((2, 1, 28, 28), 5.0)
+    out = b.batches(labels, noise, start=2)
+    assert out["real"][0][:, 0, 0, 0].mul(255).round().tolist() == [22.0, 23.0]  # after the 20 reference images
+    assert out["real"][1].tolist() == [2, 3] and torch.equal(out["class_mean"][1], labels)
+    assert torch.equal(out["class_mean"][0][0], b.class_mean[3]) and (out["noise"][0] == 1.0).all()
+    with pytest.raises(ValueError, match=r"real_samples \+ eval_samples <= 30 test images; got 20 \+ 11"):
+        GenerationBaselines.from_splits(train, test, reference_count=20, count=11)
+
+
 def test_melody_extraction_and_accuracy():
     img = torch.zeros(1, 1, 28, 28)
     img[0, 0, 0:4, 3] = 1.0  # top band
@@ -90,6 +109,7 @@ def test_image_gen_tiny_end_to_end(tmp_path):
               "task.eval_batch=4", "task.sample_steps=1", "task.real_samples=8", "task.classifier_steps=1",
               f"task.data_dir={tmp_path / 'cache'}", "task.batch_size=4"] + TINY, tmp_path)
     assert {"val/acc@res=28", "val/fid@res=36", "val/fid", "val/classifier_acc"} <= set(m)
+    assert {f"val/{k}@baseline={b}" for k in ("acc", "fid") for b in ("real", "class_mean", "noise")} <= set(m)
     assert (tmp_path / "samples" / "res=36_step=1.png").exists()
 
 
@@ -113,11 +133,14 @@ def test_table_maker_reads_runs(tmp_path):
     from rope_lab.analysis.results import RunResult
     from rope_lab.analysis.tables import load_makers
 
-    runs = [RunResult(tmp_path, "image_gen", pe, {"val/acc@res=28": a, "val/acc@res=56": a / 2, "val/fid@res=28": 3.0},
+    baselines = {"val/acc@baseline=real": 0.91, "val/fid@baseline=real": 0.5, "val/fid@baseline=noise": 80.0}
+    runs = [RunResult(tmp_path, "image_gen", pe, {"val/acc@res=28": a, "val/acc@res=56": a / 2, "val/fid@res=28": 3.0,
+                                                  **baselines},
                       {"task": {"image_size": 28}}, []) for pe, a in (("ape", 0.8), ("rope_axial", 0.9))]
     paths = load_makers()["image_gen"](runs, tmp_path)
     text = paths[0].read_text()
     assert "| rope_axial | 0.9 | 0.45 |" in text and paths[1].exists()
+    assert "| real | 0.91 | 0.5 |" in text and "| noise |" in text
 
 
 def _reproduce(name, argv):

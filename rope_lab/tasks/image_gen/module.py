@@ -17,6 +17,7 @@ from rope_lab.data.fashion_mnist import CLASSES
 from rope_lab.loggers import log_image_file
 from rope_lab.optim import OptimConfig
 from rope_lab.tasks.base import TaskModule
+from rope_lab.tasks.image_gen.baselines import GenerationBaselines
 from rope_lab.tasks.image_gen.classifier import accuracy, load_or_train
 from rope_lab.tasks.image_gen.datamodule import ImageGenConfig, ImageGenDataModule, class_text
 from rope_lab.tasks.image_gen.flow import SAMPLERS, check_guidance, guided, interpolate, sample, sample_t
@@ -79,6 +80,22 @@ class ImageGenModule(TaskModule):
         real = self.dm.real_images()
         kid_subset = min(50, self.cfg.eval_samples)
         self.scores = {s: GenerationScores(clf, real, kid_subset) for s in self.cfg.eval_sizes}
+        self.baseline_scores = self.score_baselines(clf, real, kid_subset)
+
+    def score_baselines(self, clf, real: Tensor, kid_subset: int) -> dict[str, Tensor]:
+        """{"acc@baseline=real", "fid@baseline=class_mean", ...}: the trivial generators of baselines.py on the same
+        requests (labels, noise at the training size) as the model's evaluation; they need no model, so once."""
+        c, dm = self.cfg, self.dm
+        baselines = GenerationBaselines.from_splits((dm.train_images, dm.train_labels),
+                                                    (dm.test_images, dm.test_labels), c.real_samples, c.eval_samples)
+        scores: dict[str, GenerationScores] = {}
+        for batch_idx, start in enumerate(range(0, c.eval_samples, c.eval_batch)):
+            labels = torch.arange(start, min(start + c.eval_batch, c.eval_samples)) % 10
+            noise = request_noise(self.seed, c.image_size, batch_idx, labels.shape[0], "cpu")
+            for name, (images, image_labels) in baselines.batches(labels, noise, start).items():
+                scores.setdefault(name, GenerationScores(clf, real, kid_subset)).update(images, image_labels)
+        return {f"{metric}@baseline={name}": value
+                for name, score in scores.items() for metric, value in score.compute().items()}
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         x0, labels = batch["image"], batch["label"]
@@ -115,6 +132,8 @@ class ImageGenModule(TaskModule):
 
     def on_validation_epoch_end(self) -> None:
         self.log("val/classifier_acc", self.classifier_acc)
+        for name, value in self.baseline_scores.items():
+            self.log(f"val/{name}", value)
         for size, scores in self.scores.items():
             for name, value in scores.compute().items():
                 self.log(f"val/{name}@res={size}", value)
