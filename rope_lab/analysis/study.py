@@ -86,6 +86,19 @@ class Curve:
     logx: bool = True
     vline: float | None = None  # e.g. the training length
     vline_label: str = "training length"
+    bounds: tuple[float, float] | None = None  # the metric's range (a rate: [0, 1]); the bands are clipped to it
+
+    def __post_init__(self) -> None:
+        if self.bounds is not None:
+            if len(self.bounds) != 2 or not self.bounds[0] < self.bounds[1]:
+                raise ValueError(f"curve.bounds must be [low, high] with low < high; got {list(self.bounds)}")
+            self.bounds = (float(self.bounds[0]), float(self.bounds[1]))
+
+    def clip(self, low: float, high: float) -> tuple[float, float]:
+        """A band (low, high) inside ``bounds`` (a t-interval of a rate near 1 can reach past 1)."""
+        if self.bounds is None:
+            return low, high
+        return max(low, self.bounds[0]), min(high, self.bounds[1])
 
     @property
     def metrics(self) -> list[str]:
@@ -580,7 +593,7 @@ def write_curve(spec: StudySpec, runs: dict, path: Path) -> Path | None:
             interval = stats.mean_interval(list(runs.get(metric, {}).get(variant, {}).values()))
             if math.isfinite(interval.mean):
                 series.setdefault(variant, {})[x] = interval.mean
-                bands.setdefault(variant, {})[x] = (interval.low, interval.high)
+                bands.setdefault(variant, {})[x] = c.clip(interval.low, interval.high)
     if not series:
         return None
     seeds = max(len(per_seed) for per_seed in runs.get(c.metrics[0], {}).values()) if c.metrics[0] in runs else 0

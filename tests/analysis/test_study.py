@@ -208,6 +208,14 @@ def test_a_study_curve_records_its_metrics_and_draws_every_variant_with_its_band
     assert low < 4.1 < high
 
 
+def test_a_rate_curve_clips_its_band_to_the_metric_range():
+    rate = study.Curve(prefix="val/passkey@len=", at=[128], xlabel="length", ylabel="exact match", bounds=[0, 1])
+    assert rate.clip(0.8, 1.3) == (0.8, 1.0) and rate.clip(-0.2, 0.4) == (0.0, 0.4)
+    assert study.Curve(prefix="p", at=[1], xlabel="x", ylabel="y").clip(-1.0, 2.0) == (-1.0, 2.0)
+    with pytest.raises(ValueError, match=r"curve.bounds must be \[low, high\] with low < high; got \[1, 0\]"):
+        study.Curve(prefix="p", at=[1], xlabel="x", ylabel="y", bounds=[1, 0])
+
+
 def test_parallel_runs_give_the_same_results_and_start_derived_runs_after_their_source(monkeypatch, tmp_path):
     """--jobs 2: every (variant, seed) once, derived variants only after their source run at that seed finished,
     and runs.csv / verdicts identical to one run at a time."""
