@@ -249,6 +249,31 @@ def test_parallel_runs_give_the_same_results_and_start_derived_runs_after_their_
         study.run_study(spec, seeds=1, budget="full", extra=[], out=tmp_path / "bad", command="cmd", jobs=0)
 
 
+def test_a_derived_run_starts_as_soon_as_its_own_source_finished(monkeypatch, tmp_path):
+    """3 seeds, 2 jobs, one slow base model per seed: seed 0's derived run must not wait for seed 2's base (a slot
+    would sit idle while the last base trains alone)."""
+    import threading
+    import time as clock
+
+    spec = study.StudySpec(name="fake", title="Fake", base=[], budgets={"full": study.Budget(steps=2)},
+                           variants={"A": ["pe=rope"], "A ev": study.Derived("A", "eval", ["pe.base=2"])},
+                           metrics=["val/ppl"], claims=[])
+    events, lock = [], threading.Lock()
+
+    def fake_run(spec_, variant, budget, seed, extra, root):
+        with lock:
+            events.append(("start", variant, seed))
+        clock.sleep(0.3 if variant == "A" else 0.01)
+        with lock:
+            events.append(("end", variant, seed))
+        return {"val/ppl": 1.0}, 1.0
+
+    monkeypatch.setattr(study, "run_variant", fake_run)
+    study.run_study(spec, seeds=3, budget="full", extra=[], out=tmp_path, command="cmd", jobs=2)
+    assert events.index(("start", "A ev", 0)) < events.index(("end", "A", 2))
+    assert all(events.index(("start", "A ev", s)) > events.index(("end", "A", s)) for s in range(3))
+
+
 def test_a_child_run_reports_its_own_cpu_time_and_thread_cap_while_another_runs(monkeypatch):
     """The CPU seconds of a run are its own child's, not those of a busy run finishing meanwhile in another thread
     (os.times() counts every reaped child); a capped run sees OMP_NUM_THREADS; a failing child raises."""
