@@ -5,9 +5,9 @@ Intervals follow ../shared/reference/evaluation.md section 8: over n <= 10 seeds
 (77 % at n = 3 for a nominal 95 %), so the interval is the wider of Student's t-interval and the percentile bootstrap
 (scipy.stats.bootstrap, 9999 resamples, fixed generator). A verdict is decided by the interval of the paired
 difference, never by eye: **held** when it lies wholly on the claimed side of zero, **not held** when it lies wholly
-on the other side, **inconclusive** otherwise, and also when the effect is smaller than the study's noise floor
-(the pooled across-seed standard deviation of the metric: what a rerun with another seed moves it by) or when
-there is a single seed (no interval).
+on the other side, **inconclusive** otherwise, and also when the effect is smaller than the claim's noise floor
+(the across-seed standard deviation of the metric pooled over the two compared series: what a rerun with another
+seed moves it by) or when there is a single seed (no interval).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def seeds_agreeing(a: dict[int, float], b: dict[int, float]) -> tuple[int, int]:
 
 
 def pooled_sd(groups: list[list[float]]) -> float:
-    """Pooled within-variant standard deviation over seeds: the study's noise floor for one metric."""
+    """Pooled within-group standard deviation over seeds: a claim's noise floor over its two compared series."""
     num = den = 0.0
     for g in groups:
         g = [v for v in g if math.isfinite(v)]

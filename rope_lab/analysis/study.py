@@ -510,7 +510,9 @@ def evaluate_claims(spec: StudySpec, runs: dict) -> list[ClaimResult]:
         sign = -1.0 if c.lower_is_better else 1.0
         signed_a, signed_b = ({s: sign * v for s, v in x.items()} for x in (a, b))
         diff = stats.paired_difference(signed_a, signed_b)
-        floor = stats.pooled_sd([list(v.values()) for v in per_variant.values()])
+        # the rerun noise of the two compared series only: a variant that collapses erratically elsewhere in the
+        # study (PI at 1x in yarn) must not widen the floor of an unrelated comparison
+        floor = stats.pooled_sd([list(a.values()), list(b.values())])
         out.append(ClaimResult(c, stats.mean_interval(list(a.values())), stats.mean_interval(list(b.values())),
                                diff, floor, stats.verdict(diff, floor), stats.seeds_agreeing(signed_a, signed_b)))
     return out
@@ -548,7 +550,7 @@ def write_summary(spec: StudySpec, folder: Path) -> dict:
              f"commit {manifest.get('commit', '?')[:12]}. Mean [95% interval: wider of t and bootstrap].", "",
              markdown_table(variant_rows, ["variant", *metrics]), "",
              "Claims (difference = paired, signed so that > 0 supports the claim; verdict by its interval; an effect "
-             "below the noise floor, the pooled across-seed SD, is inconclusive):", "",
+             "below the noise floor, the across-seed SD pooled over the two compared series, is inconclusive):", "",
              markdown_table(claim_rows, ["claim", "metric", "better", "than", "difference", "noise floor",
                                          "seeds agreeing", "verdict"]), ""]
     pooled = pooled_rates(spec, runs, manifest)

@@ -4,12 +4,13 @@ every committed study summary and docs/results.md regenerate identically from th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
-from rope_lab.analysis import results_page, study
+from rope_lab.analysis import results_page, stats, study
 
 SPEC = study.StudySpec(
     name="fake", title="Fake study", base=["experiment=x"],
@@ -59,6 +60,14 @@ def test_a_claim_against_a_baseline_metric_pairs_the_same_runs(monkeypatch, tmp_
     assert claim["than_metric"] == "test/cv_ade" and claim["than"]["mean"] == pytest.approx(130.1666, abs=1e-3)
     assert claim["difference"]["mean"] == pytest.approx(29.5, abs=1e-3) and claim["verdict"] == "held"
     assert "130.2 [128.3, 132.1] (test/cv_ade)" in (out / study.SUMMARY_MD).read_text()
+
+
+def test_a_claims_noise_floor_pools_only_its_two_compared_series():
+    """A third variant whose seeds scatter wildly (PI at 1x in yarn) must not make a clear A-vs-B effect inconclusive."""
+    runs = {"val/ppl": {"A": {0: 1.0, 1: 1.1, 2: 0.9}, "B": {0: 2.0, 1: 2.2, 2: 1.9}, "C": {0: 10.0, 1: 60.0, 2: 90.0}}}
+    result, = study.evaluate_claims(dataclasses.replace(SPEC, claims=SPEC.claims[:1]), runs)
+    assert result.noise_floor == pytest.approx(stats.pooled_sd([[1.0, 1.1, 0.9], [2.0, 2.2, 1.9]]))
+    assert result.noise_floor < 0.2 and result.verdict == "held"
 
 
 def test_unknown_budget_or_variant_is_refused():
