@@ -35,7 +35,7 @@ reproduce: install data
 
 # the studies sized for one GPU, full tier at 3 seeds, JOBS runs at a time on the one device (small models leave most
 # of an H100/H200 idle); --write updates experiments/<study>/results/ and the manifests record the GPU
-GPU_STUDIES ?= videorope rope_vit yarn
+GPU_STUDIES ?= videorope rope_vit
 JOBS ?= 8
 
 reproduce-gpu: install data
