@@ -90,8 +90,8 @@ def write_page(page: Path = PAGE, fig_path: Path = FIGURE) -> Path:
              "Student's t and a percentile bootstrap) and the paired difference between them (same seeds), signed "
              "so that > 0 supports the claim. The verdict is decided by that interval: held (wholly > 0), not held "
              "(wholly < 0), inconclusive otherwise, and always when the effect is below the claim's noise floor (the "
-             "across-seed SD pooled over the two compared series) or there is one seed. Paper numbers come from each study's `study.yaml` "
-             "(from the paper's tables; scales differ, so the claim's direction is compared, not the values).", "",
+             "across-seed SD pooled over the two compared series) or there is one seed. Paper numbers come from each "
+             "study's `study.yaml` (from the paper's tables; scales differ, so the claim's direction is compared, not the values).", "",
              markdown_table(rows(collected), header), "", f"![summary]({fig_path.name})", ""]
     curves = [spec for spec, _, _ in collected if (study_lib.EXPERIMENTS / spec.name / "results" /
                                                    study_lib.CURVE_PNG).is_file()]

@@ -63,7 +63,8 @@ def test_a_claim_against_a_baseline_metric_pairs_the_same_runs(monkeypatch, tmp_
 
 
 def test_a_claims_noise_floor_pools_only_its_two_compared_series():
-    """A third variant whose seeds scatter wildly (PI at 1x in yarn) must not make a clear A-vs-B effect inconclusive."""
+    """A third variant whose seeds scatter wildly (PI at 1x in yarn) must not make a clear A-vs-B effect
+    inconclusive."""
     runs = {"val/ppl": {"A": {0: 1.0, 1: 1.1, 2: 0.9}, "B": {0: 2.0, 1: 2.2, 2: 1.9}, "C": {0: 10.0, 1: 60.0, 2: 90.0}}}
     result, = study.evaluate_claims(dataclasses.replace(SPEC, claims=SPEC.claims[:1]), runs)
     assert result.noise_floor == pytest.approx(stats.pooled_sd([[1.0, 1.1, 0.9], [2.0, 2.2, 1.9]]))
